@@ -31,6 +31,21 @@
 
   restart = "unless-stopped";
 
+  # How the compose log shipper reads container logs without the Docker socket: the json-file
+  # logs under `hostDir`, mounted read-only. dockerd writes them root:root 0640 inside 0710
+  # directories, so only uid 0 can list and read them; the shipper container runs as that uid
+  # with every capability dropped and a read-only root filesystem (owner rights on those files
+  # and nothing else).
+  containerLogs = {
+    hostDir = "/var/lib/docker/containers";
+    readerUid = 0;
+  };
+
+  # Host target: the shipper reads the systemd journal back this far when it (re)starts.
+  journal = {
+    maxAgeHours = 12;
+  };
+
   prometheus = {
     scrapeIntervalSeconds = 15;
     evaluationIntervalSeconds = 15;
@@ -43,10 +58,14 @@
 
   # One entry per service. `published` services get a host port on `bindAddress`; the others are
   # reachable only inside the stack (compose network) or on loopback (NixOS host).
-  # `uid` is the non-root user the container runs as.
+  # `uid` is the non-root user the container runs as; `dataDir` is its state directory inside the
+  # container (a named volume); `dependsOn` lists the services that must be healthy before it
+  # starts.
   services = {
     warpwatch = {
       port = 8080;
+      dataDir = "/var/lib/warpwatch";
+      dependsOn = [ ];
       memoryMiB = 256;
       healthPath = "/healthz";
       startPeriodSeconds = 5;
@@ -60,6 +79,8 @@
     };
     prometheus = {
       port = 9090;
+      dataDir = "/var/lib/prometheus";
+      dependsOn = [ "warpwatch" ];
       memoryMiB = 512;
       healthPath = "/-/healthy";
       startPeriodSeconds = 10;
@@ -73,6 +94,8 @@
     };
     loki = {
       port = 3100;
+      dataDir = "/var/lib/loki";
+      dependsOn = [ ];
       memoryMiB = 512;
       healthPath = "/ready";
       # Loki's ring needs a few seconds before /ready turns 200.
@@ -87,6 +110,8 @@
     };
     promtail = {
       port = 9080;
+      dataDir = "/var/lib/promtail";
+      dependsOn = [ "loki" ];
       memoryMiB = 256;
       healthPath = "/ready";
       startPeriodSeconds = 10;
@@ -100,6 +125,8 @@
     };
     alloy = {
       port = 12345;
+      dataDir = "/var/lib/alloy";
+      dependsOn = [ "loki" ];
       memoryMiB = 256;
       healthPath = "/-/ready";
       startPeriodSeconds = 10;
@@ -113,6 +140,11 @@
     };
     grafana = {
       port = 3000;
+      dataDir = "/var/lib/grafana";
+      dependsOn = [
+        "prometheus"
+        "loki"
+      ];
       memoryMiB = 512;
       healthPath = "/api/health";
       startPeriodSeconds = 30;

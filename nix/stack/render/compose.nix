@@ -1,0 +1,190 @@
+# The docker-compose project: the compose document plus every file it mounts, keyed by path
+# relative to the project directory. Compose-spec (no `version:`); accepted by docker-compose v1
+# and docker compose v2.
+#
+# Every image's entrypoint is its tool's binary (as in the upstream images), so `command` carries
+# arguments only; every image ships /bin/warpwatch for the healthcheck probe (images have no wget).
+{
+  stack,
+  configs,
+  toYAML,
+}:
+let
+  inherit (import ../lib.nix)
+    genAttrs
+    prefixNames
+    seconds
+    ;
+  inherit (stack) logging healthcheck containerLogs;
+
+  # Not rendered: `apps.stack` (the flake) generates them on first use, mode 0600.
+  secretNames = [
+    "grafana-admin-password"
+    "grafana-secret-key"
+  ];
+
+  volumeOf = name: "${name}-data";
+  portOf = name: toString stack.services.${name}.port;
+
+  shipper = {
+    # See declaration.nix `containerLogs`: reading the json-file logs needs their owner's uid.
+    user = "${toString containerLogs.readerUid}:${toString containerLogs.readerUid}";
+    volumes = [
+      "${containerLogs.hostDir}:${containerLogs.hostDir}:ro"
+      "./promtail:/etc/promtail:ro"
+    ];
+  };
+
+  # What differs between services: how each tool is told where its config and state live.
+  specific = {
+    warpwatch = service: {
+      environment = {
+        WARPWATCH_ADDR = "0.0.0.0:${portOf "warpwatch"}";
+        WARPWATCH_DATA_DIR = service.dataDir;
+        RUST_LOG = "info";
+      };
+    };
+    prometheus = service: {
+      command = [
+        "--config.file=/etc/prometheus/prometheus.yml"
+        "--storage.tsdb.path=${service.dataDir}"
+        "--storage.tsdb.retention.time=${stack.prometheus.retention}"
+        "--web.listen-address=0.0.0.0:${portOf "prometheus"}"
+      ];
+      volumes = [ "./prometheus:/etc/prometheus:ro" ];
+    };
+    loki = _: {
+      command = [ "-config.file=/etc/loki/loki.yml" ];
+      volumes = [ "./loki:/etc/loki:ro" ];
+    };
+    promtail = _: shipper // { command = [ "-config.file=/etc/promtail/promtail.yml" ]; };
+    alloy =
+      service:
+      shipper
+      // {
+        command = [
+          "run"
+          "--config.format=promtail"
+          "--server.http.listen-addr=0.0.0.0:${portOf "alloy"}"
+          "--storage.path=${service.dataDir}"
+          "--disable-reporting"
+          "/etc/promtail/promtail.yml"
+        ];
+      };
+    grafana = service: {
+      environment = {
+        GF_PATHS_DATA = service.dataDir;
+        GF_PATHS_LOGS = "${service.dataDir}/log";
+        GF_PATHS_PLUGINS = "${service.dataDir}/plugins";
+        GF_PATHS_PROVISIONING = "/etc/grafana/provisioning";
+        GF_SERVER_HTTP_PORT = portOf "grafana";
+        GF_ANALYTICS_REPORTING_ENABLED = "false";
+        GF_ANALYTICS_CHECK_FOR_UPDATES = "false";
+        GF_SECURITY_ADMIN_PASSWORD__FILE = "/run/secrets/grafana-admin-password";
+        GF_SECURITY_SECRET_KEY__FILE = "/run/secrets/grafana-secret-key";
+      };
+      secrets = secretNames;
+      volumes = [
+        "./grafana/provisioning:/etc/grafana/provisioning:ro"
+        "./grafana/dashboards:/etc/grafana/dashboards:ro"
+      ];
+    };
+  };
+
+  renderService =
+    name:
+    let
+      service = stack.services.${name};
+      memory = "${toString service.memoryMiB}m";
+      extra = specific.${name} service;
+      base = {
+        image = "${service.image.name}:${service.image.tag}";
+        user = "${toString service.uid}:${toString service.uid}";
+        inherit (stack) restart;
+        read_only = true;
+        tmpfs = [ "/tmp" ];
+        cap_drop = [ "ALL" ];
+        security_opt = [ "no-new-privileges:true" ];
+        # docker-compose v1 honours mem_limit, docker compose v2 honours both; they agree.
+        mem_limit = memory;
+        deploy = {
+          resources = {
+            limits = {
+              inherit memory;
+            };
+          };
+        };
+        logging = {
+          inherit (logging) driver;
+          options = {
+            max-size = "${toString logging.maxSizeMiB}m";
+            max-file = toString logging.maxFiles;
+            tag = service.logTag;
+          };
+        };
+        healthcheck = {
+          test = [
+            "CMD"
+            "/bin/warpwatch"
+            "probe"
+            service.healthUrl
+          ];
+          interval = seconds healthcheck.intervalSeconds;
+          timeout = seconds healthcheck.timeoutSeconds;
+          inherit (healthcheck) retries;
+          start_period = seconds service.startPeriodSeconds;
+        };
+        networks = [ "internal" ] ++ (if service.published then [ "edge" ] else [ ]);
+      };
+    in
+    base
+    // extra
+    // {
+      volumes = [ "${volumeOf name}:${service.dataDir}" ] ++ (extra.volumes or [ ]);
+    }
+    // (
+      if service.published then
+        { ports = [ "${stack.bindAddress}:${portOf name}:${portOf name}" ]; }
+      else
+        { }
+    )
+    // (
+      if service.dependsOn != [ ] then
+        { depends_on = genAttrs service.dependsOn (_: { condition = "service_healthy"; }); }
+      else
+        { }
+    );
+
+  file = {
+    services = genAttrs stack.activeServiceNames renderService;
+    volumes = genAttrs (map volumeOf stack.activeServiceNames) (_: { });
+    networks = {
+      # No route out: Prometheus, Loki and the shipper only talk to each other.
+      internal = {
+        internal = true;
+      };
+      # Published services also join a regular bridge so their ports can be bound on the host.
+      edge = { };
+    };
+    secrets = genAttrs secretNames (name: {
+      file = "./secrets/${name}";
+    });
+  };
+
+  grafana = configs.grafana { target = "compose"; };
+in
+{
+  inherit file;
+  project = {
+    "docker-compose.yml" =
+      "# Generated from nix/stack/declaration.nix (scripts/render-compose); edit the declaration.\n"
+      + toYAML file;
+    "prometheus/prometheus.yml" = toYAML (configs.prometheus { target = "compose"; });
+    "prometheus/rules.yml" = configs.rules;
+    "loki/loki.yml" = toYAML (configs.loki { target = "compose"; });
+    "promtail/promtail.yml" = toYAML (configs.promtail { target = "compose"; });
+    "grafana/provisioning/datasources/datasources.yml" = toYAML grafana.datasources;
+    "grafana/provisioning/dashboards/dashboards.yml" = toYAML grafana.dashboards;
+  }
+  // prefixNames "grafana/dashboards/" configs.dashboardFiles;
+}

@@ -1,0 +1,62 @@
+# Single-node Loki 3.x: filesystem storage, tsdb index with schema v13, retention applied by the
+# compactor, usage reporting off. Keys follow upstream's cmd/loki/loki-local-config.yaml.
+stack:
+{
+  target,
+  # Loki's state directory (chunks, index, compactor); the NixOS module's dataDir on a host.
+  dataDir ? stack.services.loki.dataDir,
+}:
+let
+  inherit (import ../lib.nix) addressOf listenAddress;
+  listen = builtins.seq (addressOf "configs.loki" target "loki") (listenAddress target);
+in
+{
+  auth_enabled = false;
+  server = {
+    http_listen_address = listen;
+    http_listen_port = stack.services.loki.port;
+    grpc_listen_address = listen;
+    log_level = "info";
+  };
+  common = {
+    instance_addr = "127.0.0.1";
+    path_prefix = dataDir;
+    replication_factor = 1;
+    ring = {
+      kvstore = {
+        store = "inmemory";
+      };
+    };
+    storage = {
+      filesystem = {
+        chunks_directory = "${dataDir}/chunks";
+        rules_directory = "${dataDir}/rules";
+      };
+    };
+  };
+  schema_config = {
+    configs = [
+      {
+        from = "2024-04-01";
+        store = "tsdb";
+        object_store = "filesystem";
+        schema = "v13";
+        index = {
+          prefix = "index_";
+          period = "24h";
+        };
+      }
+    ];
+  };
+  compactor = {
+    working_directory = "${dataDir}/compactor";
+    retention_enabled = true;
+    delete_request_store = "filesystem";
+  };
+  limits_config = {
+    retention_period = "${toString stack.loki.retentionHours}h";
+  };
+  analytics = {
+    reporting_enabled = false;
+  };
+}

@@ -1,0 +1,43 @@
+# prometheus.yml as an attribute set: the five scrape jobs of the declaration (the active log
+# shipper's job is named after it), addressed by compose service name or over loopback.
+# Valid for Prometheus 2.42 (promtool here) and 3.x (nixos-26.05): only keys both versions know.
+stack:
+{
+  target,
+  # Paths of rule files; relative paths resolve against the directory of prometheus.yml.
+  # The default is where the compose project mounts `configs.rules`, or `rules.yml` next to the
+  # config on a host. Pass [ ] when rules are wired some other way (services.prometheus.rules).
+  ruleFiles ? null,
+}:
+let
+  inherit (import ../lib.nix) addressOf seconds;
+  address = addressOf "configs.prometheus" target;
+in
+{
+  global = {
+    scrape_interval = seconds stack.prometheus.scrapeIntervalSeconds;
+    evaluation_interval = seconds stack.prometheus.evaluationIntervalSeconds;
+  };
+  rule_files =
+    if ruleFiles != null then
+      ruleFiles
+    else if target == "compose" then
+      [ "/etc/prometheus/rules.yml" ]
+    else
+      [ "rules.yml" ];
+  scrape_configs = map (
+    name:
+    let
+      service = stack.services.${name};
+    in
+    {
+      job_name = name;
+      metrics_path = service.metricsPath;
+      static_configs = [
+        {
+          targets = [ "${address name}:${toString service.port}" ];
+        }
+      ];
+    }
+  ) stack.activeServiceNames;
+}

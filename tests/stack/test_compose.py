@@ -1,0 +1,219 @@
+"""The rendered compose project, asserted from the files scripts/render-compose writes."""
+
+import os
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import require_tool
+from stack_helpers import (
+    REQUIRED_HEALTH_PATHS,
+    REQUIRED_MEMORY_MIB,
+    REQUIRED_PORTS,
+    compose_services,
+    load,
+    render_compose,
+)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compose") / "project"
+    return out, render_compose(out)
+
+
+def test_memory_limits_honoured_by_compose_v1_and_v2(project):
+    _, files = project
+    services = compose_services(files)
+    assert set(services) == set(REQUIRED_MEMORY_MIB)
+    for name, mib in REQUIRED_MEMORY_MIB.items():
+        service = services[name]
+        # docker compose v2 applies deploy.resources.limits without --compatibility; v1 reads mem_limit.
+        assert service["deploy"]["resources"]["limits"]["memory"] == f"{mib}m", name
+        assert service["mem_limit"] == f"{mib}m", name
+
+
+def test_json_file_rotation_and_tag_on_every_service(project):
+    _, files = project
+    tags = set()
+    for name, service in compose_services(files).items():
+        logging = service["logging"]
+        assert logging["driver"] == "json-file", name
+        assert logging["options"]["max-size"] == "10m", name
+        assert logging["options"]["max-file"] == "3", name
+        assert name in logging["options"]["tag"], name
+        tags.add(logging["options"]["tag"])
+    assert len(tags) == len(compose_services(files)), "tags must tell services apart"
+
+
+def test_healthchecks_probe_each_tools_own_endpoint(project):
+    _, files = project
+    for name, service in compose_services(files).items():
+        check = service["healthcheck"]
+        assert (check["interval"], check["timeout"], check["retries"]) == ("30s", "10s", 3), name
+        assert re.fullmatch(r"\d+s", check["start_period"]), name
+        url = f"http://127.0.0.1:{REQUIRED_PORTS[name]}{REQUIRED_HEALTH_PATHS[name]}"
+        assert check["test"] == ["CMD", "/bin/warpwatch", "probe", url], name
+    assert compose_services(files)["loki"]["healthcheck"]["start_period"] != "0s"
+
+
+def test_start_order_on_health_and_restart_policy(project):
+    _, files = project
+    services = compose_services(files)
+    for name, service in services.items():
+        assert service["restart"] == "unless-stopped", name
+        for dep, condition in service.get("depends_on", {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            assert condition == {"condition": "service_healthy"}, name
+    assert set(services["grafana"]["depends_on"]) == {"prometheus", "loki"}
+    assert set(services["promtail"]["depends_on"]) == {"loki"}
+
+
+def test_only_grafana_and_warpwatch_published_on_loopback(project):
+    _, files = project
+    services = compose_services(files)
+    published = {name for name, s in services.items() if s.get("ports")}
+    assert published == {"grafana", "warpwatch"}
+    for name in published:
+        assert services[name]["ports"] == [f"127.0.0.1:{REQUIRED_PORTS[name]}:{REQUIRED_PORTS[name]}"]
+    networks = load(files["docker-compose.yml"])["networks"]
+    for name, service in services.items():
+        if name not in published:
+            assert all(networks[n].get("internal") for n in service["networks"]), name
+
+
+def test_hardening_non_root_read_only_no_docker_socket(project):
+    _, files = project
+    services = compose_services(files)
+    assert "docker.sock" not in "".join(files.values())
+    for name, service in services.items():
+        assert service["cap_drop"] == ["ALL"], name
+        assert service["read_only"] is True, name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        uid = int(service["user"].split(":")[0])
+        if name == "promtail":
+            # Reads root-owned json-file logs: uid 0 with no capability, read-only mounts only.
+            assert uid == 0
+            assert all(v.endswith(":ro") for v in service["volumes"] if v.startswith("/"))
+        else:
+            assert uid >= 1000, name
+    assert "version" not in load(files["docker-compose.yml"])
+
+
+def test_state_in_named_volumes(project):
+    _, files = project
+    doc = load(files["docker-compose.yml"])
+    for name in ("prometheus", "loki", "grafana", "warpwatch"):
+        named = [v for v in doc["services"][name]["volumes"] if not v.startswith(("/", "."))]
+        assert named, f"{name} has no named volume"
+        assert named[0].split(":")[0] in doc["volumes"], name
+
+
+def test_every_mounted_file_and_referenced_config_is_rendered(project):
+    out, files = project
+    services = compose_services(files)
+    for name, service in services.items():
+        mounts = {}
+        for volume in service["volumes"]:
+            source, target = volume.split(":")[:2]
+            if source.startswith("./"):
+                assert (out / source).is_dir(), f"{name} mounts missing {source}"
+                mounts[target] = out / source
+        for arg in service.get("command", []):
+            for path in re.findall(r"(/etc/\S+\.ya?ml)", arg):
+                mount = next((t for t in mounts if path.startswith(t + "/")), None)
+                assert mount, f"{name}: {path} is not under a mounted directory"
+                assert (mounts[mount] / path[len(mount) + 1 :]).is_file(), f"{name}: {path} not rendered"
+    provisioning = out / "grafana" / "provisioning"
+    assert (provisioning / "datasources" / "datasources.yml").is_file()
+    assert {p.name for p in (out / "grafana" / "dashboards").glob("*.json")} >= {
+        "service.json",
+        "logs.json",
+        "stack.json",
+    }
+
+
+def test_grafana_secrets_come_from_files_and_are_not_rendered(project):
+    out, files = project
+    doc = load(files["docker-compose.yml"])
+    grafana = doc["services"]["grafana"]
+    env = grafana["environment"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env and "GF_SECURITY_SECRET_KEY" not in env
+    for var, secret in (
+        ("GF_SECURITY_ADMIN_PASSWORD__FILE", "grafana-admin-password"),
+        ("GF_SECURITY_SECRET_KEY__FILE", "grafana-secret-key"),
+    ):
+        assert env[var] == f"/run/secrets/{secret}"
+        assert secret in grafana["secrets"]
+        assert doc["secrets"][secret]["file"] == f"./secrets/{secret}"
+    assert not (out / "secrets").exists()
+
+
+def test_render_compose_keeps_existing_secrets(tmp_path):
+    out = tmp_path / "project"
+    (out / "secrets").mkdir(parents=True)
+    secret = out / "secrets" / "grafana-admin-password"
+    secret.write_text("hunter2\n")
+    secret.chmod(0o600)
+    render_compose(out)
+    assert secret.read_text() == "hunter2\n"
+    assert oct(secret.stat().st_mode & 0o777) == "0o600"
+
+
+def docker_compose_config(out):
+    """`docker-compose config` in the rendered directory, with dummy secret files in place."""
+    tool = require_tool("docker-compose")
+    secrets = out / "secrets"
+    secrets.mkdir(exist_ok=True)
+    for name in ("grafana-admin-password", "grafana-secret-key"):
+        (secrets / name).write_text("test-only\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    proc = subprocess.run([tool, "config"], cwd=out, capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING" not in proc.stderr.upper(), proc.stderr
+    return yaml.safe_load(proc.stdout)
+
+
+def test_docker_compose_config_accepts_the_project(project):
+    out, _ = project
+    normalized = docker_compose_config(out)
+    assert normalized["services"]["loki"]["mem_limit"] in ("512m", 536870912, "536870912")
+
+
+def test_docker_compose_config_rejects_a_broken_project(tmp_path):
+    """The check above can fail: a depends_on on a missing service is refused."""
+    out = tmp_path / "broken"
+    files = render_compose(out)
+    doc = yaml.safe_load(files["docker-compose.yml"])
+    doc["services"]["grafana"]["depends_on"]["nonexistent"] = {"condition": "service_healthy"}
+    (out / "docker-compose.yml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(AssertionError):
+        docker_compose_config(out)
+
+
+def test_alloy_replaces_promtail_and_runs_the_same_config(tmp_path):
+    files = render_compose(tmp_path / "alloy", '{ logShipper = "alloy"; }')
+    docker_compose_config(tmp_path / "alloy")
+    services = compose_services(files)
+    assert "alloy" in services and "promtail" not in services
+    command = services["alloy"]["command"]
+    assert command[:2] == ["run", "--config.format=promtail"]
+    assert command[-1] == "/etc/promtail/promtail.yml"
+    assert "./promtail:/etc/promtail:ro" in services["alloy"]["volumes"]
+    assert services["alloy"]["deploy"]["resources"]["limits"]["memory"] == "256m"
+    assert services["alloy"]["healthcheck"]["test"][-1] == "http://127.0.0.1:12345/-/ready"
+
+
+def test_override_changes_one_value_everywhere(tmp_path):
+    files = render_compose(tmp_path / "o", "{ services.grafana.port = 3300; services.loki.memoryMiB = 1024; }")
+    services = compose_services(files)
+    assert services["grafana"]["ports"] == ["127.0.0.1:3300:3300"]
+    assert services["grafana"]["environment"]["GF_SERVER_HTTP_PORT"] == "3300"
+    assert services["grafana"]["healthcheck"]["test"][-1] == "http://127.0.0.1:3300/api/health"
+    assert services["loki"]["mem_limit"] == "1024m"
+    assert services["prometheus"]["mem_limit"] == "512m"
+    assert "vector(1073741824)" in files["prometheus/rules.yml"]
+    targets = [c["static_configs"][0]["targets"] for c in load(files["prometheus/prometheus.yml"])["scrape_configs"]]
+    assert ["grafana:3300"] in targets

@@ -1,0 +1,183 @@
+"""Prometheus renderings and alert rules, checked by the real promtool."""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, nix_eval, require_tool
+from stack_helpers import REQUIRED_MEMORY_MIB, REQUIRED_PORTS, load, render_compose, render_yaml, stack_expr
+
+ALERTS = ROOT / "configs" / "prometheus" / "alerts.yml"
+ALERT_TESTS = ROOT / "configs" / "prometheus" / "alerts.test.yml"
+DASHBOARDS = ROOT / "configs" / "grafana" / "dashboards"
+JOBS = {"prometheus", "loki", "warpwatch", "grafana", "promtail"}
+
+
+def promtool(*args, cwd=None):
+    proc = subprocess.run([require_tool("promtool"), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"promtool {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def write_host_config(directory: Path, overrides: str = "{ }") -> Path:
+    config = directory / "prometheus.yml"
+    config.write_text(render_yaml("prometheus", "host", overrides))
+    (directory / "rules.yml").write_text(nix_eval(stack_expr("s.configs.rules", overrides)))
+    return config
+
+
+def test_host_rendering_passes_promtool_and_scrapes_loopback(tmp_path):
+    config = write_host_config(tmp_path)
+    promtool("check", "config", str(config))
+    scrape = load(config.read_text())["scrape_configs"]
+    assert {c["job_name"] for c in scrape} == JOBS
+    for job in scrape:
+        assert job["static_configs"][0]["targets"] == [f"127.0.0.1:{REQUIRED_PORTS[job['job_name']]}"]
+
+
+def test_compose_rendering_passes_promtool_and_scrapes_service_names(tmp_path):
+    out = tmp_path / "project"
+    files = render_compose(out)
+    config = load(files["prometheus/prometheus.yml"])
+    scrape = config["scrape_configs"]
+    assert {c["job_name"] for c in scrape} == JOBS
+    for job in scrape:
+        assert job["static_configs"][0]["targets"] == [f"{job['job_name']}:{REQUIRED_PORTS[job['job_name']]}"]
+    # The container sees ./prometheus at /etc/prometheus: check the file with that mount applied.
+    mount = "/etc/prometheus/"
+    assert all(f.startswith(mount) for f in config["rule_files"])
+    config["rule_files"] = [str(out / "prometheus" / f[len(mount) :]) for f in config["rule_files"]]
+    checked = tmp_path / "prometheus.yml"
+    checked.write_text(yaml.safe_dump(config))
+    promtool("check", "config", str(checked))
+
+
+def test_alloy_job_replaces_promtail(tmp_path):
+    config = load(render_yaml("prometheus", "host", '{ logShipper = "alloy"; }'))
+    jobs = {c["job_name"]: c for c in config["scrape_configs"]}
+    assert set(jobs) == JOBS - {"promtail"} | {"alloy"}
+    assert jobs["alloy"]["static_configs"][0]["targets"] == ["127.0.0.1:12345"]
+
+
+def test_static_alerts_check_and_unit_tests_pass():
+    promtool("check", "rules", str(ALERTS))
+    out = promtool("test", "rules", str(ALERT_TESTS))
+    assert "SUCCESS" in out
+    # Every alert has a firing and a quiet case in the unit tests.
+    alerts = [r["alert"] for g in load(ALERTS.read_text())["groups"] for r in g["rules"] if "alert" in r]
+    assert set(alerts) >= {"TargetDown", "HighErrorRatio", "HighLatencyP99", "MemoryNearLimit", "LokiDown", "LogShipperDown"}
+    tests = load(ALERT_TESTS.read_text())["tests"]
+    for alert in alerts:
+        cases = [c for t in tests for c in t["alert_rule_test"] if c["alertname"] == alert]
+        assert any(c["exp_alerts"] for c in cases), f"{alert} never shown firing"
+        assert any(not c["exp_alerts"] for c in cases), f"{alert} never shown quiet"
+
+
+def test_rendered_rules_record_the_declared_limits(tmp_path):
+    rules_text = nix_eval(stack_expr("s.configs.rules"))
+    path = tmp_path / "rules.yml"
+    path.write_text(rules_text)
+    promtool("check", "rules", str(path))
+    records = {
+        r["labels"]["job"]: r["expr"]
+        for g in load(rules_text)["groups"]
+        for r in g["rules"]
+        if r.get("record") == "warpwatch:memory_limit_bytes"
+    }
+    assert records == {job: f"vector({mib * 1024 * 1024})" for job, mib in REQUIRED_MEMORY_MIB.items()}
+
+
+def test_memory_alert_fires_from_the_recorded_limit(tmp_path):
+    """The deployed rules file alone (recording + alerts) fires MemoryNearLimit at 95% of the
+    declared Loki limit and stays quiet for Grafana at 20% of its limit."""
+    (tmp_path / "rules.yml").write_text(nix_eval(stack_expr("s.configs.rules")))
+    limit = REQUIRED_MEMORY_MIB["loki"] * 1024 * 1024
+    test = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'process_resident_memory_bytes{job="loki", instance="loki:3100"}', "values": f"{int(limit * 0.95)}x10"},
+                    {"series": 'process_resident_memory_bytes{job="grafana", instance="grafana:3000"}', "values": f"{int(limit * 0.2)}x10"},
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "7m",
+                        "alertname": "MemoryNearLimit",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"job": "loki", "severity": "warning"},
+                                "exp_annotations": {
+                                    "summary": "loki uses more than 90% of its declared memory limit",
+                                    "description": "Resident memory is 95% of the limit in nix/stack/declaration.nix.",
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yml").write_text(json.dumps(test))
+    promtool("test", "rules", "test.yml", cwd=tmp_path)
+
+
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "1m",
+    "$__auto": "1m",
+    "$__range": "1h",
+}
+
+
+def dashboard_queries(datasource_type):
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                if target["datasource"]["type"] == datasource_type:
+                    yield path.name, panel["title"], target["expr"]
+
+
+def substitute(expr):
+    for var, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(var, value)
+    expr = re.sub(r"\$\{?(\w+)\}?", "x", expr)
+    assert "$" not in expr, expr
+    return expr
+
+
+def test_every_dashboard_promql_expression_parses(tmp_path):
+    queries = list(dashboard_queries("prometheus"))
+    assert len(queries) >= 10
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": substitute(expr)} for i, (_, _, expr) in enumerate(queries)
+    ]
+    path = tmp_path / "dashboards.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    promtool("check", "rules", str(path))
+
+
+def test_promtool_rejects_a_broken_dashboard_query(tmp_path):
+    """The check above can fail: an unbalanced expression is refused."""
+    path = tmp_path / "bad.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "d", "rules": [{"record": "x:y", "expr": "sum(rate(up[1m])"}]}]}))
+    proc = subprocess.run([require_tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True)
+    assert proc.returncode != 0
+
+
+@pytest.mark.parametrize("name", ["service.json", "stack.json"])
+def test_dashboards_cover_the_required_metrics(name):
+    exprs = " ".join(e for f, _, e in dashboard_queries("prometheus") if f == name)
+    needed = {
+        "service.json": ["http_requests_total", "histogram_quantile(0.99", "histogram_quantile(0.5",
+                         "histogram_quantile(0.95", "http_requests_in_flight", "warpwatch_visits_total", '5..'],
+        "stack.json": ["up", "warpwatch:memory_limit_bytes", "process_resident_memory_bytes", "scrape_duration_seconds"],
+    }[name]
+    for metric in needed:
+        assert metric in exprs, f"{name} lacks {metric}"
