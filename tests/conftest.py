@@ -22,6 +22,8 @@ APT_PACKAGE = {
     "docker-compose": "docker-compose",
     "yamllint": "yamllint",
     "jq": "jq",
+    "getfacl": "acl",
+    "setfacl": "acl",
 }
 
 

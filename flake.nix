@@ -1,0 +1,205 @@
+{
+  description = "warpwatch: a Rust (warp) service and its Prometheus, Loki, Promtail/Alloy and Grafana stack, declared once";
+
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+    # Promtail alone comes from here: nixos-26.05 removed it (end of life upstream), nixos-25.11 is
+    # the last branch that ships it. Nothing else of this input is used.
+    nixpkgs-promtail.url = "github:nixos/nixpkgs/nixos-25.11";
+  };
+
+  outputs =
+    {
+      self,
+      nixpkgs,
+      nixpkgs-promtail,
+    }:
+    let
+      inherit (nixpkgs) lib;
+
+      linuxSystems = [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
+      # The service builds on macOS too; images, the stack and the NixOS parts are Linux-only.
+      allSystems = linuxSystems ++ [
+        "x86_64-darwin"
+        "aarch64-darwin"
+      ];
+      forSystems = systems: f: lib.genAttrs systems (system: f perSystem.${system});
+
+      # The stack declaration without overrides (ports for `nix run`).
+      declared = import ./nix/stack { };
+
+      # Evaluated once per system and shared by every output below.
+      perSystem = lib.genAttrs allSystems (
+        system:
+        let
+          pkgs = nixpkgs.legacyPackages.${system};
+          warpwatch = pkgs.callPackage ./nix/package.nix { };
+
+          # The packages the images run; the keys are the declaration's service names.
+          servicePackages = {
+            inherit warpwatch;
+            inherit (pkgs) prometheus grafana;
+            loki = pkgs.grafana-loki;
+            alloy = pkgs.grafana-alloy;
+            promtail = nixpkgs-promtail.legacyPackages.${system}.promtail;
+          };
+
+          specs = import ./nix/image-specs.nix {
+            packages = lib.mapAttrs (_: package: {
+              inherit (package) version;
+              path = "${package}";
+            }) servicePackages;
+          };
+
+          images = import ./nix/images.nix {
+            inherit (pkgs) lib dockerTools fakeNss;
+            inherit specs servicePackages;
+          };
+
+          stackApp = import ./nix/stack-app.nix {
+            inherit (pkgs)
+              lib
+              acl
+              coreutils
+              gnugrep
+              linkFarm
+              writeShellApplication
+              writeText
+              ;
+            inherit specs images;
+          };
+
+          runApp = import ./nix/run-app.nix {
+            inherit (pkgs) coreutils writeShellApplication;
+            inherit warpwatch;
+            inherit (declared) stack;
+          };
+        in
+        {
+          inherit
+            pkgs
+            warpwatch
+            servicePackages
+            specs
+            images
+            stackApp
+            runApp
+            ;
+        }
+      );
+    in
+    {
+      packages = forSystems allSystems (
+        s:
+        {
+          default = s.warpwatch;
+          inherit (s) warpwatch;
+        }
+        // lib.optionalAttrs s.pkgs.stdenv.hostPlatform.isLinux {
+          inherit (s.servicePackages) promtail;
+          image = s.images.warpwatch;
+          image-prometheus = s.images.prometheus;
+          image-loki = s.images.loki;
+          image-promtail = s.images.promtail;
+          image-alloy = s.images.alloy;
+          image-grafana = s.images.grafana;
+          inherit (s.stackApp) compose;
+          stack = s.stackApp.stack-app;
+        }
+      );
+
+      apps = forSystems allSystems (
+        s:
+        {
+          default = {
+            type = "app";
+            program = lib.getExe s.runApp;
+            meta.description = "warpwatch on http://127.0.0.1:${toString declared.stack.services.warpwatch.port}, data in the per-user state directory";
+          };
+        }
+        // lib.optionalAttrs s.pkgs.stdenv.hostPlatform.isLinux {
+          stack = {
+            type = "app";
+            program = lib.getExe s.stackApp.stack-app;
+            meta.description = "The compose stack on the local Docker daemon: up, down, ps, logs";
+          };
+        }
+      );
+
+      checks = forSystems linuxSystems (
+        s:
+        import ./nix/checks.nix {
+          inherit (s.pkgs)
+            lib
+            runCommand
+            cargo
+            clippy
+            docker-compose
+            nixfmt
+            prometheus
+            rustfmt
+            testers
+            writeText
+            ;
+          inherit (s) warpwatch specs;
+          inherit (s.stackApp) compose;
+          nixosModule = self.nixosModules.default;
+        }
+      );
+
+      devShells = forSystems linuxSystems (s: {
+        default = s.pkgs.mkShell {
+          inputsFrom = [ s.warpwatch ];
+          packages = with s.pkgs; [
+            cargo
+            rustc
+            clippy
+            rustfmt
+            prometheus
+            prometheus.cli
+            docker-compose
+            yamllint
+            shellcheck
+            wrk
+            jq
+            nix
+            nixfmt
+            (python3.withPackages (ps: [
+              ps.pytest
+              ps.pyyaml
+            ]))
+          ];
+        };
+      });
+
+      # `nix fmt`: nixfmt over the whole tree (bare nixfmt would wait on stdin without arguments).
+      formatter = forSystems allSystems (s: s.pkgs.nixfmt-tree);
+
+      overlays.default = final: _prev: {
+        warpwatch = final.callPackage ./nix/package.nix { };
+      };
+
+      # The module of nix/module.nix with the packages of this flake as defaults.
+      nixosModules.default =
+        { lib, pkgs, ... }:
+        let
+          packages = self.packages.${pkgs.stdenv.hostPlatform.system};
+        in
+        {
+          imports = [ ./nix/module.nix ];
+          services.warpwatch.package = lib.mkDefault packages.warpwatch;
+          services.warpwatch.monitoring.promtailPackage = lib.mkDefault packages.promtail;
+        };
+
+      nixosConfigurations.example = nixpkgs.lib.nixosSystem {
+        system = "x86_64-linux";
+        modules = [
+          self.nixosModules.default
+          ./nix/hosts/example.nix
+        ];
+      };
+    };
+}

@@ -1,0 +1,198 @@
+# What the flake builds from the stack declaration, as plain data: the OCI image of every service,
+# the compose project that references those images, and what `nix run .#stack` prints.
+#
+# Builtins only, like ./stack: the flake passes real package versions and store paths, the tests
+# pass plain strings and assert the result offline. nix/images.nix only hands these attribute sets
+# to dockerTools, so nothing here is duplicated there.
+{
+  # { <service> = { version = "…"; path = "/nix/store/…"; }; } for warpwatch, prometheus, loki,
+  # promtail, alloy and grafana.
+  packages,
+  # The user's stack overrides (same shape as nix/stack/declaration.nix).
+  overrides ? { },
+  stackDir ? ./stack,
+}:
+let
+  inherit (builtins)
+    attrNames
+    concatStringsSep
+    filter
+    genList
+    hasAttr
+    isAttrs
+    listToAttrs
+    mapAttrs
+    match
+    stringLength
+    substring
+    ;
+
+  merge =
+    left: right:
+    if isAttrs left && isAttrs right then
+      left // mapAttrs (name: merge (left.${name} or null)) right
+    else
+      right;
+
+  # A Docker tag is [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}; nixpkgs versions may carry a "+" or similar.
+  toTag =
+    version:
+    let
+      chars = genList (i: substring i 1 version) (stringLength version);
+      allowed = c: match "[A-Za-z0-9_.-]" c != null;
+      safe = concatStringsSep "" (map (c: if allowed c then c else "-") chars);
+      anchored = if match "[A-Za-z0-9_].*" safe == null then "v${safe}" else safe;
+    in
+    substring 0 128 anchored;
+
+  imageServices = attrNames packages;
+
+  # The images are tagged with the version of the package inside; the compose project is rendered
+  # with exactly these tags, so `docker compose` never pulls anything.
+  tagOverrides = {
+    services = listToAttrs (
+      map (name: {
+        inherit name;
+        value.image.tag = toTag packages.${name}.version;
+      }) imageServices
+    );
+  };
+
+  api = import stackDir { overrides = merge overrides tagOverrides; };
+  inherit (api) stack;
+
+  nanoseconds = seconds: seconds * 1000000000;
+
+  # Per-service entry point. Compose supplies the arguments (config file paths), except for
+  # Grafana, whose Nix package needs its home path (conf/ and public/) spelled out.
+  entrypoints = {
+    warpwatch = [ "/bin/warpwatch" ];
+    prometheus = [ "/bin/prometheus" ];
+    loki = [ "/bin/loki" ];
+    promtail = [ "/bin/promtail" ];
+    alloy = [ "/bin/alloy" ];
+    grafana = [
+      "/bin/grafana"
+      "server"
+      "--homepath"
+      "${packages.grafana.path}/share/grafana"
+    ];
+  };
+
+  environments = {
+    warpwatch = [
+      "WARPWATCH_ADDR=0.0.0.0:${toString stack.services.warpwatch.port}"
+      "WARPWATCH_DATA_DIR=${stack.services.warpwatch.dataDir}"
+    ];
+    grafana = [
+      "GF_PATHS_DATA=${stack.services.grafana.dataDir}"
+      "GF_PATHS_PLUGINS=${stack.services.grafana.dataDir}/plugins"
+      # Logs go to stdout, where the log shipper picks them up.
+      "GF_LOG_MODE=console"
+    ];
+  };
+
+  mkSpec =
+    service:
+    let
+      svc = stack.services.${service};
+      inherit (svc.image) name tag;
+      uid = toString svc.uid;
+      # Directories the service writes: its state (a named volume in compose, which Docker seeds
+      # with the image directory's owner, so it must already belong to the service's uid) and /tmp.
+      directories = [
+        {
+          path = svc.dataDir;
+          owner = uid;
+          mode = "0750";
+        }
+        {
+          path = "/tmp";
+          owner = "0";
+          mode = "1777";
+        }
+      ];
+    in
+    {
+      inherit name tag directories;
+      ref = "${name}:${tag}";
+      # Fixed timestamps: the same inputs give the same image digest.
+      created = "1970-01-01T00:00:01Z";
+      mtime = "1970-01-01T00:00:01Z";
+      # The warpwatch binary is in every image: it is the healthcheck, no shell or curl needed.
+      contents =
+        if service == "warpwatch" then
+          [ "warpwatch" ]
+        else
+          [
+            service
+            "warpwatch"
+          ];
+      passwd = "${service}:x:${uid}:${uid}:${service}:${svc.dataDir}:/sbin/nologin";
+      group = "${service}:x:${uid}:";
+      # Runs under fakeroot in the customisation layer (cwd = image root).
+      fakeRootCommands = concatStringsSep "\n" (
+        map (dir: ''
+          mkdir -p .${dir.path}
+          chown ${dir.owner}:${dir.owner} .${dir.path}
+          chmod ${dir.mode} .${dir.path}
+        '') directories
+      );
+      config = {
+        User = "${uid}:${uid}";
+        Entrypoint = entrypoints.${service};
+        Env = environments.${service} or [ ];
+        WorkingDir = svc.dataDir;
+        ExposedPorts = {
+          "${toString svc.port}/tcp" = { };
+        };
+        Healthcheck = {
+          # Same probe as the compose file's healthcheck (which takes precedence there), so the
+          # image is healthy-checked the same way under plain `docker run`.
+          Test = [
+            "CMD"
+            "/bin/warpwatch"
+            "probe"
+            svc.healthUrl
+          ];
+          Interval = nanoseconds stack.healthcheck.intervalSeconds;
+          Timeout = nanoseconds stack.healthcheck.timeoutSeconds;
+          StartPeriod = nanoseconds svc.startPeriodSeconds;
+          Retries = stack.healthcheck.retries;
+        };
+        Labels = {
+          "org.opencontainers.image.title" = name;
+          "org.opencontainers.image.version" = tag;
+          "org.opencontainers.image.description" =
+            "${service} of the ${stack.project} stack, built by Nix from nixpkgs";
+          "dev.warpwatch.service" = service;
+        };
+      };
+    };
+
+  images = listToAttrs (
+    map (name: {
+      inherit name;
+      value = mkSpec name;
+    }) imageServices
+  );
+
+  # The services the rendered compose file runs (the log shipper chosen by the declaration).
+  composeServices = filter (name: hasAttr name images) (attrNames api.compose.file.services);
+
+  host = if stack.bindAddress == "0.0.0.0" then "127.0.0.1" else stack.bindAddress;
+  published = filter (name: stack.services.${name}.published) composeServices;
+in
+{
+  inherit
+    api
+    stack
+    images
+    composeServices
+    toTag
+    ;
+  # One line per published service, printed by `nix run .#stack -- up`.
+  urls = concatStringsSep "\n" (
+    map (name: "${name}: http://${host}:${toString stack.services.${name}.port}/") published
+  );
+}

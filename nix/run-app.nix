@@ -1,0 +1,22 @@
+# `nix run`: the service with per-user defaults (./run-app.sh): data in the user's state directory,
+# listening on loopback at the declaration's port.
+{
+  coreutils,
+  writeShellApplication,
+  warpwatch,
+  # The validated stack declaration (`(import ./stack { }).stack`).
+  stack,
+}:
+writeShellApplication {
+  name = "warpwatch-run";
+  runtimeInputs = [
+    coreutils
+    warpwatch
+  ];
+  runtimeEnv.WARPWATCH_DEFAULT_ADDR = "127.0.0.1:${toString stack.services.warpwatch.port}";
+  text = builtins.readFile ./run-app.sh;
+  meta = {
+    description = "Start warpwatch on 127.0.0.1 with its data in the per-user state directory";
+    mainProgram = "warpwatch-run";
+  };
+}

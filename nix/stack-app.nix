@@ -1,0 +1,46 @@
+# The compose project as a package, and `nix run .#stack` (./stack-app.sh) that runs it.
+{
+  lib,
+  acl,
+  coreutils,
+  gnugrep,
+  linkFarm,
+  writeShellApplication,
+  writeText,
+  # ./image-specs.nix evaluated for this system.
+  specs,
+  # The streamed images of ./images.nix, keyed like specs.images.
+  images,
+}:
+let
+  inherit (specs) stack;
+
+  # packages.compose: docker-compose.yml and every file it mounts, image tags = the images above.
+  compose = linkFarm "${stack.project}-compose" (
+    lib.mapAttrs (path: text: writeText (baseNameOf path) text) specs.api.compose.project
+  );
+
+  stack-app = writeShellApplication {
+    name = "${stack.project}-stack";
+    runtimeInputs = [
+      acl
+      coreutils
+      gnugrep
+    ];
+    runtimeEnv = {
+      WARPWATCH_STACK_PROJECT = stack.project;
+      WARPWATCH_STACK_COMPOSE = "${compose}";
+      WARPWATCH_STACK_IMAGES = lib.concatMapStringsSep "\n" (
+        service: "${specs.images.${service}.ref} ${images.${service}}"
+      ) specs.composeServices;
+      WARPWATCH_STACK_URLS = specs.urls;
+      # Grafana's container uid: the only user besides the owner that may read the secret files.
+      WARPWATCH_STACK_SECRET_READER_UID = toString stack.services.grafana.uid;
+    };
+    text = builtins.readFile ./stack-app.sh;
+    meta.description = "Run the ${stack.project} compose stack (up, down, ps, logs) on the local Docker daemon";
+  };
+in
+{
+  inherit compose stack-app;
+}

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# `nix run .#stack -- up|down|ps|logs [ARGS...]`: the compose stack on the local Docker daemon.
+#
+# The flake sets (nix/stack-app.nix):
+#   WARPWATCH_STACK_PROJECT  compose project name
+#   WARPWATCH_STACK_COMPOSE  directory with docker-compose.yml and every file it mounts
+#   WARPWATCH_STACK_IMAGES   one "<image ref> <stream script>" per line (dockerTools.streamLayeredImage)
+#   WARPWATCH_STACK_URLS     lines printed once the stack is healthy
+#   WARPWATCH_STACK_SECRET_READER_UID  Grafana's container uid (nix/stack/declaration.nix)
+set -euo pipefail
+
+prog="warpwatch stack"
+die() {
+  printf '%s: %s\n' "$prog" "$*" >&2
+  exit 1
+}
+usage() {
+  cat <<EOF
+usage: nix run .#stack -- COMMAND [ARGS...]
+
+  up      load the images into Docker, write the compose project, start it and wait until
+          every service is healthy (extra ARGS go to 'docker compose up')
+  down    stop and remove the containers (volumes are kept; add -v to drop them)
+  ps      list the containers
+  logs    show the logs (e.g. logs -f grafana)
+
+State (compose project, Grafana secrets): \${XDG_STATE_HOME:-\$HOME/.local/state}/warpwatch/stack
+EOF
+}
+
+for var in WARPWATCH_STACK_PROJECT WARPWATCH_STACK_COMPOSE WARPWATCH_STACK_IMAGES WARPWATCH_STACK_SECRET_READER_UID; do
+  [ -n "${!var:-}" ] || die "$var is not set: run this through 'nix run .#stack', which sets it"
+done
+
+command=${1:-}
+case "$command" in
+  up | down | ps | logs) shift ;;
+  -h | --help | help)
+    usage
+    exit 0
+    ;;
+  "")
+    usage >&2
+    exit 2
+    ;;
+  *)
+    printf '%s: unknown command %q\n\n' "$prog" "$command" >&2
+    usage >&2
+    exit 2
+    ;;
+esac
+
+state_dir="${XDG_STATE_HOME:-$HOME/.local/state}/warpwatch/stack"
+secrets_dir="$state_dir/secrets"
+
+# Docker CLI, Compose v2 (`up --wait` does not exist in docker-compose 1.x) and a reachable daemon.
+compose=()
+check_docker() {
+  command -v docker >/dev/null 2>&1 ||
+    die "docker was not found on PATH. Install Docker Engine (https://docs.docker.com/engine/install/) and make sure the 'docker' command is on PATH."
+  if docker compose version >/dev/null 2>&1; then
+    compose=(docker compose)
+  elif command -v docker-compose >/dev/null 2>&1 &&
+    [[ "$(docker-compose version --short 2>/dev/null)" =~ ^v?2\. ]]; then
+    compose=(docker-compose)
+  else
+    die "Docker Compose v2 was not found ('docker compose version' failed). Install the Compose plugin (Debian/Ubuntu: apt-get install docker-compose-plugin; others: https://docs.docker.com/compose/install/). docker-compose 1.x cannot run this stack: it has no 'up --wait'."
+  fi
+  local err
+  if ! err=$(docker info 2>&1 >/dev/null); then
+    err=$(printf '%s\n' "$err" | grep -v '^[[:space:]]*$' | tail -n 1 || true)
+    die "cannot reach the Docker daemon ('docker info' failed: ${err:-no output}). Start it (e.g. 'sudo systemctl start docker'), or check DOCKER_HOST and that your user may use the Docker socket (the 'docker' group)."
+  fi
+}
+
+compose_run() {
+  "${compose[@]}" --project-name "$WARPWATCH_STACK_PROJECT" \
+    --project-directory "$state_dir" --file "$state_dir/docker-compose.yml" "$@"
+}
+
+# The project files come from the Nix store (read-only); copies are rewritten on every `up` so the
+# running stack always matches the flake. The containers' non-root users must read them: 0644/0755.
+write_project() {
+  mkdir -p "$state_dir"
+  (
+    umask 022
+    cp -RL --no-preserve=mode,ownership "$WARPWATCH_STACK_COMPOSE"/. "$state_dir"/
+  )
+}
+
+# A random secret, written atomically with mode 0600 if the file does not exist yet.
+# Returns 0 when it created the file.
+new_secret() {
+  local file=$1 bytes=$2 tmp
+  [ -s "$file" ] && return 1
+  tmp=$(mktemp "$file.XXXXXX")
+  od -An -tx1 -N"$bytes" /dev/urandom | tr -d ' \n' >"$tmp"
+  chmod 0600 "$tmp"
+  mv "$tmp" "$file"
+}
+
+write_secrets() {
+  (
+    umask 077
+    mkdir -p "$secrets_dir"
+  )
+  chmod 0700 "$secrets_dir"
+  new_secret "$secrets_dir/grafana-secret-key" 32 || true
+  if new_secret "$secrets_dir/grafana-admin-password" 16; then
+    printf 'Grafana admin password (user admin), shown only this once: %s\n' \
+      "$(cat "$secrets_dir/grafana-admin-password")"
+    printf '  stored in %s (mode 0600)\n' "$secrets_dir/grafana-admin-password"
+  fi
+  grant_secret_reader
+}
+
+# Compose mounts file secrets as bind mounts that keep their host owner and mode, so Grafana's
+# non-root uid could not read a 0600 file of ours. A POSIX ACL lets that one uid read them; for
+# everyone else they stay 0600. Rootless Docker runs container uid N as host uid (subuid start + N - 1).
+secret_reader_host_uid() {
+  local uid=$WARPWATCH_STACK_SECRET_READER_UID user name start rest
+  if docker info --format '{{.SecurityOptions}}' 2>/dev/null | grep -q rootless; then
+    user=$(id -un)
+    while IFS=: read -r name start rest; do
+      if [ "$name" = "$user" ]; then
+        printf '%s\n' "$((start + uid - 1))"
+        return 0
+      fi
+    done <"${WARPWATCH_STACK_SUBUID_FILE:-/etc/subuid}"
+    die "rootless Docker, but /etc/subuid has no range for $user: cannot tell which host uid Grafana runs as"
+  fi
+  printf '%s\n' "$uid"
+}
+
+grant_secret_reader() {
+  local uid
+  uid=$(secret_reader_host_uid)
+  setfacl -m "u:$uid:r" "$secrets_dir/grafana-admin-password" "$secrets_dir/grafana-secret-key" ||
+    die "could not let Grafana (host uid $uid) read the secrets in $secrets_dir: setfacl failed. Put XDG_STATE_HOME on a filesystem with POSIX ACLs (ext4, xfs, btrfs, tmpfs)."
+}
+
+load_images() {
+  local ref script
+  while read -r ref script; do
+    [ -n "$ref" ] || continue
+    printf 'loading image %s\n' "$ref"
+    "$script" | docker image load >/dev/null ||
+      die "loading image $ref failed (from $script | docker image load)"
+  done <<<"$WARPWATCH_STACK_IMAGES"
+}
+
+require_project() {
+  [ -f "$state_dir/docker-compose.yml" ] ||
+    die "no stack project in $state_dir yet: start it first with 'nix run .#stack -- up'"
+}
+
+check_docker
+case "$command" in
+  up)
+    write_project
+    write_secrets
+    load_images
+    compose_run up -d --wait "$@" ||
+      die "the stack did not become healthy; see 'nix run .#stack -- ps' and 'nix run .#stack -- logs SERVICE'"
+    printf '\nwarpwatch stack is up (project %s in %s):\n' "$WARPWATCH_STACK_PROJECT" "$state_dir"
+    printf '%s\n' "${WARPWATCH_STACK_URLS:-}"
+    ;;
+  down)
+    require_project
+    compose_run down "$@"
+    ;;
+  ps)
+    require_project
+    compose_run ps "$@"
+    ;;
+  logs)
+    require_project
+    compose_run logs "$@"
+    ;;
+esac

@@ -1,0 +1,69 @@
+"""Helpers for the flake tests: the pure parts of the flake evaluated offline with stand-in
+package versions and store paths (what nixpkgs would pass), and the two `nix run` scripts."""
+
+import json
+import shutil
+from pathlib import Path
+
+from conftest import ROOT, nix_eval
+
+NIX = ROOT / "nix"
+STACK_APP = NIX / "stack-app.sh"
+RUN_APP = NIX / "run-app.sh"
+
+# flake.nix's outputs, called with the stand-in nixpkgs of fake-nixpkgs.nix for both inputs.
+OUTPUTS = (
+    "let flake = import ./flake.nix; "
+    "self = flake.outputs { inherit self; "
+    'nixpkgs = import ./tests/flake/fake-nixpkgs.nix "26.05"; '
+    'nixpkgs-promtail = import ./tests/flake/fake-nixpkgs.nix "25.11"; }; in self'
+)
+
+# Versions as nixpkgs could report them; grafana's "+" is not allowed in a Docker tag.
+FAKE_VERSIONS = {
+    "warpwatch": "0.1.0",
+    "prometheus": "3.14.0",
+    "loki": "3.7.8",
+    "promtail": "3.6.11",
+    "alloy": "1.12.1",
+    "grafana": "12.4.0+security-01",
+}
+
+
+def fake_packages_nix(versions: dict[str, str] = FAKE_VERSIONS) -> str:
+    entries = " ".join(
+        f'{name} = {{ version = {json.dumps(v)}; path = "/nix/store/00000000000000000000000000000000-{name}-{v}"; }};'
+        for name, v in versions.items()
+    )
+    return "{ " + entries + " }"
+
+
+def specs_expr(overrides: str = "{ }", versions: dict[str, str] = FAKE_VERSIONS) -> str:
+    return (
+        f"(import ./nix/image-specs.nix {{ packages = {fake_packages_nix(versions)}; "
+        f"overrides = {overrides}; }})"
+    )
+
+
+def eval_specs(attr: str, overrides: str = "{ }", versions: dict[str, str] = FAKE_VERSIONS):
+    """Evaluate `<specs>.<attr>` (attr may be a longer path or a Nix function applied to it)."""
+    return nix_eval(f"let specs = {specs_expr(overrides, versions)}; in {attr}")
+
+
+def declaration():
+    """The raw declaration file (the single source of the numbers), not its renderings."""
+    return nix_eval("import ./nix/stack/declaration.nix")
+
+
+def tool_dir(tmp: Path, tools: list[str]) -> Path:
+    """A PATH directory holding only `tools` (symlinks to the real ones): lets a test decide
+    exactly which commands a script can find."""
+    bindir = tmp / "sysbin"
+    bindir.mkdir(exist_ok=True)
+    for tool in tools:
+        real = shutil.which(tool)
+        assert real is not None, f"{tool} is needed by the test (coreutils/grep/bash)"
+        link = bindir / tool
+        if not link.exists():
+            link.symlink_to(real)
+    return bindir

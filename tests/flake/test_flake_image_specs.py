@@ -1,0 +1,187 @@
+"""The image specifications the flake hands to dockerTools (nix/image-specs.nix), evaluated offline
+with stand-in package versions, checked against the declaration and the rendered compose file."""
+
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import nix_eval, nix_eval_error
+from flake_helpers import FAKE_VERSIONS, declaration, eval_specs, specs_expr
+
+SERVICES = ["warpwatch", "prometheus", "loki", "promtail", "alloy", "grafana"]
+DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+NS = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def decl():
+    return declaration()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return eval_specs("specs.images")
+
+
+@pytest.fixture(scope="module", params=["promtail", "alloy"])
+def shipper_case(request):
+    """For each log shipper: (image specs, compose document parsed from the rendered YAML)."""
+    overrides = f'{{ logShipper = "{request.param}"; }}'
+    result = eval_specs(
+        '{ inherit (specs) images composeServices; yaml = specs.api.compose.project."docker-compose.yml"; }',
+        overrides,
+    )
+    return request.param, result["images"], result["composeServices"], yaml.safe_load(result["yaml"])
+
+
+def test_one_image_per_service(images):
+    assert sorted(images) == sorted(SERVICES)
+
+
+def test_compose_runs_exactly_the_built_images(shipper_case):
+    shipper, images, compose_services, compose = shipper_case
+    assert shipper in compose["services"]
+    assert sorted(compose_services) == sorted(compose["services"])
+    for name, service in compose["services"].items():
+        assert service["image"] == images[name]["ref"] == f"{images[name]['name']}:{images[name]['tag']}"
+
+
+def test_tags_are_the_package_versions_made_docker_safe(images):
+    for name, spec in images.items():
+        assert DOCKER_TAG.fullmatch(spec["tag"]), spec["tag"]
+        assert spec["config"]["Labels"]["org.opencontainers.image.version"] == spec["tag"]
+    assert images["prometheus"]["tag"] == FAKE_VERSIONS["prometheus"]
+    assert images["promtail"]["tag"] == FAKE_VERSIONS["promtail"]
+    # "12.4.0+security-01": "+" is not valid in a tag.
+    assert images["grafana"]["tag"] == "12.4.0-security-01"
+
+
+@pytest.mark.parametrize(
+    "version,tag",
+    [("1.2.3", "1.2.3"), ("2.0+git.abc/def", "2.0-git.abc-def"), (".hidden", "v.hidden"), ("x" * 200, "x" * 128)],
+)
+def test_tag_sanitiser(version, tag):
+    result = eval_specs(f'specs.toTag "{version}"')
+    assert result == tag
+    assert DOCKER_TAG.fullmatch(result)
+
+
+def test_names_are_the_declared_image_names(images, decl):
+    for name, spec in images.items():
+        assert spec["name"] == decl["services"][name]["image"]["name"]
+
+
+def test_non_root_user_from_the_declaration(images, decl):
+    for name, spec in images.items():
+        uid = decl["services"][name]["uid"]
+        assert uid != 0
+        assert spec["config"]["User"] == f"{uid}:{uid}"
+        assert spec["passwd"].split(":")[2:4] == [str(uid), str(uid)]
+
+
+def test_healthcheck_probes_the_declared_endpoint_in_nanoseconds(images, decl):
+    hc = decl["healthcheck"]
+    for name, spec in images.items():
+        service = decl["services"][name]
+        check = spec["config"]["Healthcheck"]
+        assert check["Test"] == [
+            "CMD",
+            "/bin/warpwatch",
+            "probe",
+            f"http://127.0.0.1:{service['port']}{service['healthPath']}",
+        ]
+        assert check["Interval"] == hc["intervalSeconds"] * NS
+        assert check["Timeout"] == hc["timeoutSeconds"] * NS
+        assert check["StartPeriod"] == service["startPeriodSeconds"] * NS
+        assert check["Retries"] == hc["retries"]
+        for field in ("Interval", "Timeout", "StartPeriod"):
+            assert isinstance(check[field], int) and check[field] >= 1_000_000  # Docker's 1 ms floor
+
+
+def test_every_image_ships_the_probe_binary(images):
+    for name, spec in images.items():
+        assert "warpwatch" in spec["contents"], name
+        assert name in spec["contents"], name
+
+
+def test_reproducible_timestamps(images):
+    for spec in images.values():
+        assert spec["created"] == spec["mtime"] == "1970-01-01T00:00:01Z"
+
+
+def test_exposed_port_and_entrypoint(images, decl):
+    for name, spec in images.items():
+        assert spec["config"]["ExposedPorts"] == {f"{decl['services'][name]['port']}/tcp": {}}
+        entrypoint = spec["config"]["Entrypoint"]
+        assert entrypoint[0] == f"/bin/{name}"
+    # Grafana's package keeps conf/ and public/ under share/grafana of its store path.
+    grafana = images["grafana"]["config"]["Entrypoint"]
+    assert grafana[1:3] == ["server", "--homepath"]
+    assert re.fullmatch(r"/nix/store/[0-9a-z]{32}-grafana-[^/]+/share/grafana", grafana[3])
+
+
+def test_no_shell_in_any_image(images):
+    for spec in images.values():
+        assert set(spec["contents"]) <= set(SERVICES)  # service packages only: no bash, no busybox
+        assert spec["config"]["Healthcheck"]["Test"][0] == "CMD"  # exec form, no CMD-SHELL
+        assert spec["passwd"].endswith(":/sbin/nologin")
+
+
+def test_state_volumes_are_owned_by_the_service_user(shipper_case):
+    # Docker seeds an empty named volume with the image directory's owner: the directory the
+    # compose file mounts the volume on must exist in the image, owned by the container's user.
+    _, images, _, compose = shipper_case
+    for name, service in compose["services"].items():
+        named_targets = [
+            v.split(":")[1] for v in service.get("volumes", []) if not v.startswith(("/", "."))
+        ]
+        assert named_targets, f"{name} has no state volume"
+        uid = images[name]["config"]["User"].split(":")[0]
+        owned = {d["path"]: d for d in images[name]["directories"]}
+        for target in named_targets:
+            assert target in owned, f"{name}: volume target {target} missing from the image"
+            assert owned[target]["owner"] == uid
+            assert f"chown {uid}:{uid} .{target}" in images[name]["fakeRootCommands"]
+
+
+def test_fake_root_commands_build_the_directories(images, tmp_path):
+    # Run the generated commands in a scratch root, as dockerTools runs them in the image root.
+    spec = images["prometheus"]
+    root = tmp_path / "root"
+    root.mkdir()
+    script = spec["fakeRootCommands"].replace("chown ", ": chown ")  # ownership needs fakeroot
+    subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=root, check=True)
+    for d in spec["directories"]:
+        path = root / d["path"].lstrip("/")
+        assert path.is_dir()
+        assert oct(path.stat().st_mode & 0o7777) == oct(int(d["mode"], 8))
+
+
+def test_overrides_reach_the_images(decl):
+    images = eval_specs("specs.images", "{ services.loki.port = 3101; healthcheck.intervalSeconds = 15; }")
+    assert images["loki"]["config"]["ExposedPorts"] == {"3101/tcp": {}}
+    assert images["loki"]["config"]["Healthcheck"]["Test"][-1].startswith("http://127.0.0.1:3101/")
+    assert images["warpwatch"]["config"]["Healthcheck"]["Interval"] == 15 * NS
+
+
+def test_invalid_override_fails_with_the_field_name():
+    err = nix_eval_error(f"{specs_expr('{ services.loki.memoryMiB = -1; }')}.images.loki.config")
+    assert "services.loki.memoryMiB" in err
+
+
+def test_urls_list_the_published_services(decl):
+    urls = eval_specs("specs.urls")
+    published = [n for n in ("warpwatch", "grafana") if decl["services"][n]["published"]]
+    lines = urls.splitlines()
+    assert len(lines) == len(published)
+    for name in published:
+        assert f"{name}: http://{decl['bindAddress']}:{decl['services'][name]['port']}/" in lines
+    assert not any("prometheus" in line or "loki" in line for line in lines)
+
+
+def test_specs_are_pure_data():
+    # Nothing in the specs needs nixpkgs: a bare nix-instantiate evaluates all of it.
+    value = nix_eval(f"builtins.attrNames {specs_expr()}")
+    assert {"api", "images", "composeServices", "urls"} <= set(value)

@@ -1,0 +1,196 @@
+"""flake.nix's `outputs`, called offline with a stand-in nixpkgs (tests/flake/fake-nixpkgs.nix)
+whose builders return their arguments: checks the wiring — which outputs exist on which system,
+what reaches dockerTools, the compose package and the stack app, that Promtail comes from the
+second input, the NixOS module wrapper and the example host."""
+
+import pytest
+import yaml
+
+from conftest import nix_eval
+from flake_helpers import OUTPUTS, STACK_APP
+
+LINUX = ["x86_64-linux", "aarch64-linux"]
+DARWIN = ["x86_64-darwin", "aarch64-darwin"]
+STORE = "/nix/store/00000000000000000000000000000000-"
+
+
+def out(expr: str):
+    return nix_eval(f"let o = {OUTPUTS}; in {expr}")
+
+
+def test_output_attributes_per_system():
+    names = out("builtins.mapAttrs (_: builtins.attrNames) o.packages")
+    linux = [
+        "compose",
+        "default",
+        "image",
+        "image-alloy",
+        "image-grafana",
+        "image-loki",
+        "image-prometheus",
+        "image-promtail",
+        "promtail",
+        "stack",
+        "warpwatch",
+    ]
+    assert names == {**{s: linux for s in LINUX}, **{s: ["default", "warpwatch"] for s in DARWIN}}
+    apps = out("builtins.mapAttrs (_: builtins.attrNames) o.apps")
+    assert apps == {**{s: ["default", "stack"] for s in LINUX}, **{s: ["default"] for s in DARWIN}}
+    assert sorted(out("builtins.attrNames o.checks")) == sorted(LINUX)
+    assert sorted(out("builtins.attrNames o.devShells")) == sorted(LINUX)
+    assert sorted(out("builtins.attrNames o.formatter")) == sorted(LINUX + DARWIN)
+    assert out("o.formatter.x86_64-linux.name") == "nixfmt-tree-1-from-26.05"
+
+
+def test_checks():
+    assert sorted(out("builtins.attrNames o.checks.x86_64-linux")) == [
+        "clippy",
+        "nixfmt",
+        "package",
+        "rustfmt",
+        "stack-compose",
+        "stack-promtool",
+        "vm-alloy",
+        "vm-promtail",
+    ]
+    clippy = out("o.checks.x86_64-linux.clippy.buildPhase")
+    assert "cargo clippy --all-targets --offline --locked -- -D warnings" in clippy
+    assert "cargo fmt --all -- --check" in out("o.checks.x86_64-linux.rustfmt.script")
+    # Each VM test is nix/tests/vm.nix for one shipper, handed to testers.runNixOSTest.
+    for shipper in ("promtail", "alloy"):
+        module = out(f"builtins.attrNames o.checks.x86_64-linux.vm-{shipper}.module")
+        assert {"name", "nodes", "testScript"} <= set(module)
+        assert shipper in out(f"o.checks.x86_64-linux.vm-{shipper}.module.name")
+    promtool = out("o.checks.x86_64-linux.stack-promtool.script")
+    for command in ("promtool check config", "promtool check rules", "promtool test rules"):
+        assert command in promtool
+
+
+def test_package_and_default_are_the_rust_package():
+    pkg = out(
+        "let p = o.packages.x86_64-linux.warpwatch; in "
+        "{ inherit (p) pname version meta name; lock = toString p.cargoLock.lockFile; "
+        "same = o.packages.x86_64-linux.default == p; }"
+    )
+    assert pkg["same"]
+    assert (pkg["pname"], pkg["version"]) == ("warpwatch", "0.1.0")
+    assert pkg["lock"].endswith("/Cargo.lock")
+    assert pkg["meta"]["mainProgram"] == "warpwatch"
+    assert pkg["meta"]["license"] == "mit"
+    assert pkg["meta"]["description"]
+    assert sorted(pkg["meta"]["platforms"]) == sorted(LINUX + DARWIN)
+
+
+@pytest.mark.parametrize("service", ["warpwatch", "prometheus", "loki", "promtail", "alloy", "grafana"])
+def test_images_get_the_specs(service):
+    attr = "image" if service == "warpwatch" else f"image-{service}"
+    image = out(
+        f"let i = o.packages.x86_64-linux.{attr}.imageArgs; in "
+        "{ inherit (i) name tag config created mtime fakeRootCommands contents; }"
+    )
+    specs = nix_eval(
+        "let o = (" + OUTPUTS + "); in "
+        "(import ./nix/image-specs.nix { packages = builtins.mapAttrs (_: p: { inherit (p) version; "
+        'path = "${p}"; }) { warpwatch = o.packages.x86_64-linux.warpwatch; '
+        'prometheus = { version = "3.14.0"; outPath = "/p"; }; loki = { version = "3.7.8"; outPath = "/l"; }; '
+        'promtail = { version = "3.6.11"; outPath = "/t"; }; alloy = { version = "1.12.1"; outPath = "/a"; }; '
+        f'grafana = {{ version = "12.4.0"; outPath = "{STORE}grafana-12.4.0-from-26.05"; }}; }}; }}).images.{service}'
+    )
+    for key in ("name", "tag", "config", "created", "mtime", "fakeRootCommands"):
+        assert image[key] == specs[key], key
+    assert f"{STORE}warpwatch-0.1.0" in image["contents"]
+
+
+def test_promtail_comes_from_the_second_input_and_nothing_else_does():
+    contents = out("o.packages.x86_64-linux.image-promtail.imageArgs.contents")
+    assert f"{STORE}promtail-3.6.11-from-25.11" in contents
+    assert out("o.packages.x86_64-linux.promtail.name") == "promtail-3.6.11-from-25.11"
+    for attr in ("image-prometheus", "image-loki", "image-alloy", "image-grafana"):
+        for path in out(f"o.packages.x86_64-linux.{attr}.imageArgs.contents"):
+            assert "from-25.11" not in path, (attr, path)
+
+
+def test_compose_package_holds_the_rendered_project_with_the_built_tags():
+    entries = out("builtins.mapAttrs (_: e: e.text) o.packages.x86_64-linux.compose.entries")
+    compose = yaml.safe_load(entries["docker-compose.yml"])
+    tags = {
+        name: out(f'o.packages.x86_64-linux.{"image" if name == "warpwatch" else "image-" + name}.imageArgs.tag')
+        for name in compose["services"]
+    }
+    assert tags["grafana"] == "12.4.0" and tags["loki"] == "3.7.8"
+    for name, service in compose["services"].items():
+        assert service["image"].rsplit(":", 1)[1] == tags[name]
+    assert "prometheus/prometheus.yml" in entries
+    assert not any(path.startswith("secrets/") for path in entries)
+
+
+def test_stack_app_environment():
+    app = out("let s = o.packages.x86_64-linux.stack; in { inherit (s) runtimeEnv text runtimeInputs; }")
+    env = app["runtimeEnv"]
+    assert env["WARPWATCH_STACK_PROJECT"] == "warpwatch"
+    assert env["WARPWATCH_STACK_COMPOSE"] == out("o.packages.x86_64-linux.compose.outPath")
+    lines = [line.split(" ") for line in env["WARPWATCH_STACK_IMAGES"].splitlines()]
+    assert len(lines) == 5  # the five services of the compose file
+    for ref, script in lines:
+        assert script.startswith(STORE + "stream-")
+    refs = {ref for ref, _ in lines}
+    compose = yaml.safe_load(
+        out('o.packages.x86_64-linux.compose.entries."docker-compose.yml".text')
+    )
+    assert refs == {s["image"] for s in compose["services"].values()}
+    assert "grafana: http://127.0.0.1:3000/" in env["WARPWATCH_STACK_URLS"].splitlines()
+    assert app["text"] == STACK_APP.read_text()
+    assert out("o.apps.x86_64-linux.stack.program") == f"{STORE}warpwatch-stack/bin/warpwatch-stack"
+
+
+def test_default_app_runs_the_wrapper_with_the_declared_port():
+    assert out("o.apps.x86_64-linux.default.type") == "app"
+    assert out("o.apps.aarch64-darwin.default.program") == f"{STORE}warpwatch-run/bin/warpwatch-run"
+    assert "127.0.0.1:8080" in out("o.apps.x86_64-linux.default.meta.description")
+
+
+def test_nixos_module_wrapper_sets_the_flake_packages_as_defaults():
+    module = nix_eval(
+        f"let o = {OUTPUTS}; m = o.nixosModules.default {{ "
+        "lib.mkDefault = v: { _default = v.name; }; "
+        'pkgs.stdenv.hostPlatform.system = "aarch64-linux"; }; in '
+        "{ imports = map toString m.imports; inherit (m) services; }"
+    )
+    assert [p.rsplit("/", 2)[-2:] for p in module["imports"]] == [["nix", "module.nix"]]
+    assert module["services"]["warpwatch"]["package"] == {"_default": "warpwatch-0.1.0"}
+    assert module["services"]["warpwatch"]["monitoring"]["promtailPackage"] == {
+        "_default": "promtail-3.6.11-from-25.11"
+    }
+
+
+def test_example_host():
+    args = out(
+        "let a = o.nixosConfigurations.example.nixosSystemArgs; in "
+        "{ inherit (a) system; n = builtins.length a.modules; "
+        "host = toString (builtins.elemAt a.modules 1); }"
+    )
+    assert args["system"] == "x86_64-linux"
+    assert args["n"] == 2
+    assert args["host"].endswith("/nix/hosts/example.nix")
+
+
+def test_overlay_exposes_the_package():
+    name = out(
+        'let fake = import ./tests/flake/fake-nixpkgs.nix "26.05"; '
+        "pkgs = fake.legacyPackages.x86_64-linux; in "
+        "(o.overlays.default pkgs pkgs).warpwatch.name"
+    )
+    assert name == "warpwatch-0.1.0"
+
+
+def test_dev_shell_has_the_test_tools():
+    shell = out(
+        "let s = o.devShells.x86_64-linux.default; in "
+        "{ packages = map (p: p.name) s.packages; python = (builtins.elemAt s.packages "
+        "(builtins.length s.packages - 1)).modules; }"
+    )
+    names = {n.split("-1-from")[0].split("-3.14.0")[0] for n in shell["packages"]}
+    for tool in ("cargo", "rustc", "clippy", "rustfmt", "prometheus", "prometheus-cli", "docker-compose",
+                 "yamllint", "shellcheck", "wrk", "jq", "nix", "nixfmt"):
+        assert tool in names, tool
+    assert shell["python"] == ["pytest", "pyyaml"]

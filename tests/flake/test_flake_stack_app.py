@@ -1,0 +1,327 @@
+"""`nix run .#stack` (nix/stack-app.sh), run for real with a controlled PATH: without docker, with
+the real docker CLI and no daemon, and with a recording fake `docker` whose `compose up` validates
+the written project with the real docker-compose."""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import nix_eval, require_tool
+from flake_helpers import STACK_APP, tool_dir
+
+# What the script itself calls (coreutils, grep, bash), without docker.
+BASE_TOOLS = ["bash", "cat", "chmod", "cp", "grep", "id", "mkdir", "mktemp", "mv", "od", "setfacl", "tail", "tr", "env"]
+
+FAKE_DOCKER = r"""#!/usr/bin/env bash
+# Records every call; behaviour chosen by FAKE_* variables.
+set -euo pipefail
+printf '%s\n' "$*" >>"$FAKE_LOG"
+case "${1:-}" in
+  info)
+    if [ "${2:-}" = --format ]; then
+      [ -n "${FAKE_ROOTLESS:-}" ] && echo "[name=seccomp,profile=builtin name=rootless name=cgroupns]"
+      echo "[name=seccomp,profile=builtin]"
+    fi
+    exit 0
+    ;;
+  image)
+    shopt -s nullglob
+    loaded=("$FAKE_DIR"/loaded-*)
+    cat >"$FAKE_DIR/loaded-${#loaded[@]}"
+    ;;
+  compose)
+    shift
+    [ "${1:-}" = version ] && { echo "Docker Compose version v2.39.1"; exit 0; }
+    args=("$@")
+    project= dir= file=
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --project-name) project=$2; shift 2 ;;
+        --project-directory) dir=$2; shift 2 ;;
+        --file) file=$2; shift 2 ;;
+        *) break ;;
+      esac
+    done
+    if [ "${1:-}" = up ]; then
+      # The written project must be a valid compose project, secrets included.
+      docker-compose --project-name "$project" --project-directory "$dir" --file "$file" config --quiet
+      exit "${FAKE_UP_RC:-0}"
+    fi
+    echo "compose ${args[*]}"
+    ;;
+  *) echo "fake docker: unexpected $*" >&2; exit 99 ;;
+esac
+"""
+
+STREAM = """#!/usr/bin/env bash
+printf 'tarball of %s\\n' {name}
+"""
+
+
+# Grafana's container uid, from the declaration (the flake passes the same value to the script).
+GRAFANA_UID = nix_eval("(import ./nix/stack { }).stack.services.grafana.uid")
+
+
+def assert_private_but_readable_by(path: Path, uid: int):
+    """Owner read/write, no access for group or others, and one ACL entry: `uid` may read."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    assert mode & 0o700 == 0o600 and mode & 0o007 == 0, oct(mode)
+    acl = subprocess.run(
+        [require_tool("getfacl"), "--omit-header", "--numeric", str(path)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    named = [entry for entry in acl if entry.startswith("user:") and entry.split(":")[1]]
+    assert named == [f"user:{uid}:r--"], acl
+    assert "group::---" in acl and "other::---" in acl, acl
+
+
+@pytest.fixture(scope="module")
+def compose_project():
+    """The real rendered compose project (what packages.compose contains), as {path: text}."""
+    return nix_eval(
+        '(import ./nix/image-specs.nix { packages = builtins.mapAttrs (n: v: { version = v; path = "/x"; }) '
+        '{ warpwatch = "0.1.0"; prometheus = "3.14.0"; loki = "3.7.8"; promtail = "3.6.11"; '
+        'alloy = "1.12.1"; grafana = "12.4.0"; }; }).api.compose.project'
+    )
+
+
+class Env:
+    def __init__(self, tmp: Path, project: dict):
+        self.tmp = tmp
+        self.compose_dir = tmp / "store-compose"
+        for rel, text in project.items():
+            path = self.compose_dir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(0o444)  # like the Nix store
+        self.fake_dir = tmp / "fake"
+        self.fake_dir.mkdir()
+        self.log = self.fake_dir / "calls.log"
+        self.state_home = tmp / "state"
+        self.streams = []
+        for name in ("warpwatch", "prometheus"):
+            script = tmp / f"stream-{name}"
+            script.write_text(STREAM.format(name=name))
+            script.chmod(0o755)
+            self.streams.append((f"warpwatch/{name}:1.0", script))
+        self.sysbin = tool_dir(tmp, BASE_TOOLS)
+        self.docker_bin = tmp / "dockerbin"
+        self.docker_bin.mkdir()
+
+    @property
+    def state_dir(self) -> Path:
+        return self.state_home / "warpwatch" / "stack"
+
+    def install_fake_docker(self):
+        docker = self.docker_bin / "docker"
+        docker.write_text(FAKE_DOCKER)
+        docker.chmod(0o755)
+        (self.docker_bin / "docker-compose").symlink_to(require_tool("docker-compose"))
+
+    def run(self, *args, path_dirs=None, extra_env=None):
+        path_dirs = path_dirs if path_dirs is not None else [self.docker_bin, self.sysbin]
+        env = {
+            "PATH": os.pathsep.join(str(p) for p in path_dirs),
+            "HOME": str(self.tmp / "home"),
+            "XDG_STATE_HOME": str(self.state_home),
+            "WARPWATCH_STACK_PROJECT": "warpwatch",
+            "WARPWATCH_STACK_COMPOSE": str(self.compose_dir),
+            "WARPWATCH_STACK_IMAGES": "\n".join(f"{ref} {script}" for ref, script in self.streams),
+            "WARPWATCH_STACK_URLS": "warpwatch: http://127.0.0.1:8080/\ngrafana: http://127.0.0.1:3000/",
+            "WARPWATCH_STACK_SECRET_READER_UID": str(GRAFANA_UID),
+            "FAKE_LOG": str(self.log),
+            "FAKE_DIR": str(self.fake_dir),
+        }
+        env.update(extra_env or {})
+        return subprocess.run(
+            ["bash", str(STACK_APP), *args], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    def calls(self):
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+
+@pytest.fixture
+def env(tmp_path, compose_project):
+    return Env(tmp_path, compose_project)
+
+
+def test_scripts_pass_shellcheck():
+    shellcheck = require_tool("shellcheck")
+    subprocess.run([shellcheck, str(STACK_APP)], check=True)
+
+
+def test_docker_missing(env):
+    proc = env.run("up", path_dirs=[env.sysbin])
+    assert proc.returncode == 1
+    assert "docker was not found on PATH" in proc.stderr
+    assert "https://docs.docker.com/engine/install/" in proc.stderr
+    assert not env.state_dir.exists(), "nothing may be written before the checks pass"
+
+
+def test_compose_v2_missing_with_the_real_docker_cli(env):
+    # The real docker CLI (no compose plugin installed here) and Debian's docker-compose 1.x.
+    real_docker = Path(require_tool("docker"))
+    if subprocess.run([str(real_docker), "compose", "version"], capture_output=True).returncode == 0:
+        pytest.fail("this test needs a docker CLI without the compose plugin", pytrace=False)
+    (env.docker_bin / "docker").symlink_to(real_docker)
+    (env.docker_bin / "docker-compose").symlink_to(require_tool("docker-compose"))
+    proc = env.run("up", extra_env={"DOCKER_CONFIG": str(env.tmp / "docker-config")})
+    assert proc.returncode == 1
+    assert "Docker Compose v2 was not found" in proc.stderr
+    assert "docker-compose-plugin" in proc.stderr
+    assert "docker-compose 1.x cannot run this stack" in proc.stderr
+    assert not env.state_dir.exists()
+
+
+def test_daemon_down_with_the_real_docker_cli(env):
+    # Real docker CLI + a compose v2 CLI plugin stand-in; the daemon socket points nowhere.
+    real_docker = Path(require_tool("docker"))
+    (env.docker_bin / "docker").symlink_to(real_docker)
+    plugins = env.tmp / "docker-config" / "cli-plugins"
+    plugins.mkdir(parents=True)
+    plugin = plugins / "docker-compose"
+    plugin.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [ "$1" = docker-cli-plugin-metadata ]; then\n'
+        '  echo \'{"SchemaVersion":"0.1.0","Vendor":"test","Version":"v2.39.1"}\'; exit 0; fi\n'
+        'echo "Docker Compose version v2.39.1"\n'
+    )
+    plugin.chmod(0o755)
+    proc = env.run(
+        "up",
+        extra_env={
+            "DOCKER_CONFIG": str(env.tmp / "docker-config"),
+            "DOCKER_HOST": f"unix://{env.tmp}/no-such-docker.sock",
+        },
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot reach the Docker daemon" in proc.stderr
+    assert "no-such-docker.sock" in proc.stderr, "the daemon's own error must be shown"
+    assert "systemctl start docker" in proc.stderr
+    assert not env.state_dir.exists()
+
+
+def test_up_writes_project_generates_secrets_once_loads_images_and_waits(env, compose_project):
+    env.install_fake_docker()
+    first = env.run("up")
+    assert first.returncode == 0, first.stderr
+
+    # The project is a writable copy of the store's.
+    for rel, text in compose_project.items():
+        copy = env.state_dir / rel
+        assert copy.read_text() == text
+        assert not copy.is_symlink()
+        assert stat.S_IMODE(copy.stat().st_mode) == 0o644
+
+    secrets = env.state_dir / "secrets"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    password = (secrets / "grafana-admin-password").read_text()
+    key = (secrets / "grafana-secret-key").read_text()
+    for f in ("grafana-admin-password", "grafana-secret-key"):
+        assert_private_but_readable_by(secrets / f, GRAFANA_UID)
+    assert len(password) >= 32 and len(key) >= 64 and password not in key
+    assert sorted(p.name for p in secrets.iterdir()) == ["grafana-admin-password", "grafana-secret-key"]
+    assert first.stdout.count(password) == 1
+    assert password not in first.stderr
+
+    # Every image streamed into `docker image load`, then compose up -d --wait on the state dir.
+    loaded = sorted(p.read_text() for p in env.fake_dir.glob("loaded-*"))
+    assert loaded == ["tarball of prometheus\n", "tarball of warpwatch\n"]
+    calls = env.calls()
+    up = [c for c in calls if c.startswith("compose ") and " up " in f"{c} "]
+    assert up == [
+        f"compose --project-name warpwatch --project-directory {env.state_dir} "
+        f"--file {env.state_dir}/docker-compose.yml up -d --wait"
+    ]
+    assert calls.index("info") < calls.index(up[0])
+    assert "http://127.0.0.1:8080/" in first.stdout and "http://127.0.0.1:3000/" in first.stdout
+
+    # Second run: same secrets, password not printed again.
+    second = env.run("up")
+    assert second.returncode == 0, second.stderr
+    assert (secrets / "grafana-admin-password").read_text() == password
+    assert (secrets / "grafana-secret-key").read_text() == key
+    assert password not in second.stdout
+    assert "shown only this once" not in second.stdout
+
+
+def test_secret_files_keep_their_content_when_the_project_changes(env):
+    env.install_fake_docker()
+    secrets = env.state_dir / "secrets"
+    secrets.mkdir(parents=True)
+    (secrets / "grafana-admin-password").write_text("chosen-by-the-user")
+    proc = env.run("up")
+    assert proc.returncode == 0, proc.stderr
+    assert (secrets / "grafana-admin-password").read_text() == "chosen-by-the-user"
+    assert "password" not in proc.stdout.lower()
+    assert_private_but_readable_by(secrets / "grafana-secret-key", GRAFANA_UID)
+
+
+def test_up_failure_points_to_ps_and_logs(env):
+    env.install_fake_docker()
+    proc = env.run("up", extra_env={"FAKE_UP_RC": "1"})
+    assert proc.returncode == 1
+    assert "did not become healthy" in proc.stderr
+    assert "nix run .#stack -- logs" in proc.stderr
+
+
+def test_down_ps_logs_need_an_existing_project(env):
+    env.install_fake_docker()
+    for command in ("down", "ps", "logs"):
+        proc = env.run(command)
+        assert proc.returncode == 1
+        assert "nix run .#stack -- up" in proc.stderr
+    assert not any(c.startswith("compose --project-name") for c in env.calls())
+
+
+def test_down_ps_logs_pass_arguments_to_compose(env):
+    env.install_fake_docker()
+    assert env.run("up").returncode == 0
+    for args in (["ps"], ["logs", "--tail", "5", "grafana"], ["down", "-v"]):
+        proc = env.run(*args)
+        assert proc.returncode == 0, proc.stderr
+        expected = (
+            f"compose --project-name warpwatch --project-directory {env.state_dir} "
+            f"--file {env.state_dir}/docker-compose.yml {' '.join(args)}"
+        )
+        assert env.calls()[-1] == expected
+
+
+@pytest.mark.parametrize("args,code", [([], 2), (["restart"], 2), (["--help"], 0)])
+def test_usage(env, args, code):
+    proc = env.run(*args)
+    assert proc.returncode == code
+    out = proc.stdout if code == 0 else proc.stderr
+    assert "usage: nix run .#stack -- COMMAND" in out
+    if args == ["restart"]:
+        assert "unknown command restart" in proc.stderr
+
+
+def test_refuses_to_run_outside_the_flake(env):
+    proc = env.run("up", extra_env={"WARPWATCH_STACK_COMPOSE": ""})
+    assert proc.returncode == 1
+    assert "WARPWATCH_STACK_COMPOSE is not set" in proc.stderr
+
+
+def test_rootless_docker_grants_the_subuid_that_grafana_maps_to(env, tmp_path):
+    env.install_fake_docker()
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    subuid = tmp_path / "subuid"
+    subuid.write_text(f"someone-else:100000:65536\n{user}:200000:65536\n")
+    proc = env.run("up", extra_env={"FAKE_ROOTLESS": "1", "WARPWATCH_STACK_SUBUID_FILE": str(subuid)})
+    assert proc.returncode == 0, proc.stderr
+    assert_private_but_readable_by(env.state_dir / "secrets" / "grafana-admin-password", 200000 + GRAFANA_UID - 1)
+
+
+def test_rootless_docker_without_a_subuid_range_is_a_clear_error(env, tmp_path):
+    env.install_fake_docker()
+    subuid = tmp_path / "subuid"
+    subuid.write_text("someone-else:100000:65536\n")
+    proc = env.run("up", extra_env={"FAKE_ROOTLESS": "1", "WARPWATCH_STACK_SUBUID_FILE": str(subuid)})
+    assert proc.returncode == 1
+    assert "/etc/subuid has no range for" in proc.stderr
