@@ -19,20 +19,12 @@ let
     filter
     genList
     hasAttr
-    isAttrs
-    listToAttrs
-    mapAttrs
     match
     stringLength
     substring
     ;
 
-  merge =
-    left: right:
-    if isAttrs left && isAttrs right then
-      left // mapAttrs (name: merge (left.${name} or null)) right
-    else
-      right;
+  inherit (import (stackDir + "/lib.nix")) deepMerge genAttrs;
 
   # A Docker tag is [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}; nixpkgs versions may carry a "+" or similar.
   toTag =
@@ -50,15 +42,12 @@ let
   # The images are tagged with the version of the package inside; the compose project is rendered
   # with exactly these tags, so `docker compose` never pulls anything.
   tagOverrides = {
-    services = listToAttrs (
-      map (name: {
-        inherit name;
-        value.image.tag = toTag packages.${name}.version;
-      }) imageServices
-    );
+    services = genAttrs imageServices (name: {
+      image.tag = toTag packages.${name}.version;
+    });
   };
 
-  api = import stackDir { overrides = merge overrides tagOverrides; };
+  api = import stackDir { overrides = deepMerge overrides tagOverrides; };
   inherit (api) stack;
 
   nanoseconds = seconds: seconds * 1000000000;
@@ -170,12 +159,7 @@ let
       };
     };
 
-  images = listToAttrs (
-    map (name: {
-      inherit name;
-      value = mkSpec name;
-    }) imageServices
-  );
+  images = genAttrs imageServices mkSpec;
 
   # The services the rendered compose file runs (the log shipper chosen by the declaration).
   composeServices = filter (name: hasAttr name images) (attrNames api.compose.file.services);
