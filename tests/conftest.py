@@ -24,6 +24,7 @@ APT_PACKAGE = {
     "jq": "jq",
     "getfacl": "acl",
     "setfacl": "acl",
+    "systemd-analyze": "systemd",
 }
 
 

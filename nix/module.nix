@@ -1,0 +1,159 @@
+# services.warpwatch: the service and, optionally, its whole monitoring stack on this host.
+# Thin on purpose: options here, every value from the stack declaration through the pure mapping
+# in ./stack/nixos.nix (evaluated offline by tests/nixos).
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (lib) mkOption types;
+  cfg = config.services.warpwatch;
+
+  # The declaration with the user's overrides; option defaults come from here.
+  declared = (import ./stack { overrides = cfg.monitoring.overrides; }).stack;
+
+  api = import ./stack {
+    overrides = lib.recursiveUpdate cfg.monitoring.overrides {
+      logShipper = cfg.monitoring.logShipper;
+      services.warpwatch.port = cfg.port;
+    };
+  };
+
+  mapped = api.nixos {
+    warpwatch = cfg.package;
+    promtail = cfg.monitoring.promtailPackage;
+    coreutils = pkgs.coreutils;
+    systemd = pkgs.systemd;
+    inherit (cfg) listenAddress openFirewall;
+    extraEnvironment = cfg.environment;
+    grafana = {
+      inherit (cfg.grafana)
+        adminPasswordFile
+        secretKeyFile
+        listenAddress
+        openFirewall
+        ;
+    };
+  };
+
+  secretFile =
+    what:
+    mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/grafana-${what}";
+      description = ''
+        Absolute path of a file holding the Grafana ${what}, read at service start through
+        systemd credentials (so it may stay `root:root 0400`). A string, not a Nix path: a path
+        literal would be copied into the world-readable Nix store. Required when
+        {option}`services.warpwatch.monitoring.enable` is set.
+      '';
+    };
+in
+{
+  options.services.warpwatch = {
+    enable = lib.mkEnableOption "warpwatch, the visit-counting web service";
+
+    package = mkOption {
+      type = types.package;
+      defaultText = lib.literalMD "`packages.<system>.warpwatch` of this flake (set by `nixosModules.default`)";
+      description = "The warpwatch package; its binary also runs every healthcheck probe.";
+    };
+
+    listenAddress = mkOption {
+      type = types.str;
+      default = declared.bindAddress;
+      defaultText = lib.literalMD "`bindAddress` of nix/stack/declaration.nix (`\"127.0.0.1\"`)";
+      example = "0.0.0.0";
+      description = "Address warpwatch listens on. Loopback unless exposed on purpose.";
+    };
+
+    port = mkOption {
+      type = types.port;
+      default = declared.services.warpwatch.port;
+      defaultText = lib.literalMD "`services.warpwatch.port` of nix/stack/declaration.nix";
+      description = "TCP port of warpwatch (also scraped by Prometheus and probed by the healthcheck).";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open {option}`services.warpwatch.port` in the firewall.";
+    };
+
+    environment = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = {
+        RUST_LOG = "debug";
+      };
+      description = "Extra environment of the warpwatch unit; overrides the generated variables.";
+    };
+
+    monitoring = {
+      enable = lib.mkEnableOption "Prometheus, Loki, the log shipper and Grafana on this host, wired to warpwatch";
+
+      logShipper = mkOption {
+        type = types.enum [
+          "promtail"
+          "alloy"
+        ];
+        default = declared.logShipper;
+        defaultText = lib.literalMD "`logShipper` of nix/stack/declaration.nix";
+        description = ''
+          `"promtail"` runs Promtail (end-of-life upstream; needs
+          {option}`services.warpwatch.monitoring.promtailPackage`) in its own hardened unit;
+          `"alloy"` runs `services.alloy` on the very same Promtail configuration.
+        '';
+      };
+
+      promtailPackage = mkOption {
+        type = types.nullOr types.package;
+        default = null;
+        defaultText = lib.literalMD "`packages.<system>.promtail` of this flake, from nixos-25.11 (set by `nixosModules.default`)";
+        description = "Promtail package, used when `logShipper = \"promtail\"`. nixpkgs 26.05 has none.";
+      };
+
+      overrides = mkOption {
+        type = types.attrs;
+        default = { };
+        example = {
+          services.loki.memoryMiB = 1024;
+          services.grafana.port = 3001;
+        };
+        description = ''
+          Deep-merged into nix/stack/declaration.nix (ports, memory limits, rotation, healthcheck
+          timings, ...), exactly as for the compose stack. Invalid values fail evaluation with a
+          message naming the field.
+        '';
+      };
+    };
+
+    grafana = {
+      adminPasswordFile = secretFile "admin-password";
+      secretKeyFile = secretFile "secret-key";
+
+      listenAddress = mkOption {
+        type = types.str;
+        default = declared.bindAddress;
+        defaultText = lib.literalMD "`bindAddress` of nix/stack/declaration.nix (`\"127.0.0.1\"`)";
+        description = "Address Grafana listens on.";
+      };
+
+      openFirewall = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Open Grafana's port in the firewall.";
+      };
+    };
+  };
+
+  config = lib.mkIf cfg.enable (
+    lib.mkMerge [
+      mapped.service
+      (lib.mkIf cfg.monitoring.enable mapped.monitoring)
+    ]
+  );
+}

@@ -1,0 +1,160 @@
+# NixOS VM test of the module with the whole monitoring stack, for one log shipper.
+# Wired by the flake as checks.<system>.vm-<shipper> through pkgs.testers.runNixOSTest.
+# Every expected number comes from the declaration, like the deployment itself.
+{
+  module,
+  logShipper,
+}:
+let
+  stack = (import ../stack { overrides = { inherit logShipper; }; }).stack;
+  inherit (stack) services healthcheck;
+  units = map (name: "${name}.service") stack.activeServiceNames;
+  adminPassword = "vm-test-admin-password";
+  url = name: "http://127.0.0.1:${toString services.${name}.port}";
+  # systemctl shows MemoryMax in bytes.
+  memoryMax = builtins.toJSON (
+    builtins.listToAttrs (
+      map (name: {
+        name = "${name}.service";
+        value = toString services.${name}.memoryBytes;
+      }) stack.activeServiceNames
+    )
+  );
+  pyList = names: "[${builtins.concatStringsSep ", " (map (n: "\"${n}\"") names)}]";
+  # Probes every intervalSeconds, `retries` failures in a row, then the restart: allow two extra
+  # rounds and the start period on top.
+  restartWithin =
+    healthcheck.intervalSeconds * (healthcheck.retries + 2)
+    + healthcheck.timeoutSeconds * healthcheck.retries
+    + services.warpwatch.startPeriodSeconds;
+in
+{
+  name = "warpwatch-${logShipper}";
+
+  nodes.machine =
+    { pkgs, ... }:
+    {
+      imports = [ module ];
+      virtualisation.memorySize = 3072;
+      virtualisation.diskSize = 4096;
+
+      # Test secrets: copied files (mode set), so the paths are outside the store as required.
+      environment.etc."warpwatch-test/grafana-admin-password" = {
+        text = adminPassword;
+        mode = "0400";
+      };
+      environment.etc."warpwatch-test/grafana-secret-key" = {
+        text = "vm-test-secret-key-0123456789abcdef";
+        mode = "0400";
+      };
+
+      services.warpwatch = {
+        enable = true;
+        monitoring = {
+          enable = true;
+          inherit logShipper;
+        };
+        grafana = {
+          adminPasswordFile = "/etc/warpwatch-test/grafana-admin-password";
+          secretKeyFile = "/etc/warpwatch-test/grafana-secret-key";
+        };
+      };
+
+      environment.systemPackages = [
+        pkgs.curl
+        pkgs.jq
+      ];
+    };
+
+  testScript = ''
+    import json
+
+    units = ${pyList units}
+    jobs = ${pyList stack.activeServiceNames}
+
+    start_all()
+
+    with subtest("every unit of the stack is active, with its healthcheck timer"):
+        for unit in units:
+            machine.wait_for_unit(unit)
+            machine.wait_for_unit("${stack.project}-health-" + unit.removesuffix(".service") + ".timer")
+        machine.wait_for_open_port(${toString services.warpwatch.port})
+        machine.wait_for_open_port(${toString services.grafana.port})
+
+    with subtest("MemoryMax of every unit is the declared limit"):
+        expected = ${memoryMax}
+        for unit, limit in expected.items():
+            got = machine.succeed(f"systemctl show -P MemoryMax {unit}").strip()
+            assert got == limit, f"{unit}: MemoryMax={got}, declared {limit}"
+
+    with subtest("each unit logs into its own bounded journald namespace"):
+        for job in jobs:
+            ns = machine.succeed(f"systemctl show -P LogNamespace {job}.service").strip()
+            assert ns == job, f"{job}.service logs to namespace {ns!r}"
+            conf = machine.succeed(f"cat /etc/systemd/journald@{job}.conf")
+            assert "SystemMaxFileSize=${toString stack.logging.maxSizeMiB}M" in conf, conf
+        machine.succeed("journalctl --namespace=warpwatch -u warpwatch.service --no-pager | grep -q .")
+
+    with subtest("Prometheus scrapes all five jobs (up == 1)"):
+        machine.wait_until_succeeds(
+            "curl -sf '${url "prometheus"}/api/v1/query?query=up' | "
+            + "jq -e '[.data.result[] | select(.value[1] == \"1\") | .metric.job] | sort == "
+            + json.dumps(sorted(jobs)).replace("'", "") + "'",
+            timeout=180,
+        )
+
+    with subtest("a request to warpwatch shows up in http_requests_total"):
+        machine.succeed("curl -sf -H 'Accept: application/json' ${url "warpwatch"}/")
+        machine.wait_until_succeeds(
+            "curl -sf -G '${url "prometheus"}/api/v1/query' "
+            + "--data-urlencode 'query=http_requests_total{job=\"warpwatch\",path=\"/\",method=\"GET\"} > 0' "
+            + "| jq -e '.data.result | length > 0'",
+            timeout=120,
+        )
+
+    with subtest("warpwatch's log lines reach Loki through ${logShipper}"):
+        machine.wait_until_succeeds(
+            "curl -sf -G '${url "loki"}/loki/api/v1/query_range' "
+            + "--data-urlencode 'query={unit=\"warpwatch.service\"}' --data-urlencode 'limit=10' "
+            + "| jq -e '[.data.result[].values[]] | length > 0'",
+            timeout=180,
+        )
+
+    with subtest("Grafana is healthy and lists both provisioned datasources"):
+        machine.wait_until_succeeds("curl -sf ${url "grafana"}/api/health | jq -e '.database == \"ok\"'", timeout=120)
+        machine.succeed(
+            "curl -sf -u 'admin:${adminPassword}' ${url "grafana"}/api/datasources "
+            + "| jq -e '[.[].uid] | sort == [\"loki\", \"prometheus\"]'"
+        )
+
+    def visits():
+        return json.loads(machine.succeed("curl -sf ${url "warpwatch"}/visits"))["visits"]
+
+    with subtest("an unhealthy warpwatch is restarted by its healthcheck"):
+        for _ in range(3):
+            machine.succeed("curl -sf ${url "warpwatch"}/ > /dev/null")
+        before_visits = visits()
+        machine.sleep(2)  # the flusher persists about once a second
+        invocation = machine.succeed("systemctl show -P InvocationID warpwatch.service").strip()
+        # Frozen, not dead: systemd itself sees nothing wrong, only the probe can tell.
+        machine.succeed("systemctl kill --signal=SIGSTOP warpwatch.service")
+        machine.wait_until_succeeds(
+            f"test \"$(systemctl show -P InvocationID warpwatch.service)\" != {invocation}",
+            timeout=${toString restartWithin},
+        )
+        machine.wait_for_unit("warpwatch.service")
+        machine.succeed(
+            "journalctl -u ${stack.project}-health-warpwatch.service --no-pager "
+            + "| grep -q 'unhealthy after ${toString healthcheck.retries} consecutive failed probes'"
+        )
+        machine.wait_for_open_port(${toString services.warpwatch.port})
+        assert visits() >= before_visits, "visits lost across the healthcheck restart"
+
+    with subtest("visits survive a restart of the service"):
+        machine.succeed("curl -sf ${url "warpwatch"}/ > /dev/null")
+        before_visits = visits()
+        machine.systemctl("restart warpwatch.service")
+        machine.wait_for_open_port(${toString services.warpwatch.port})
+        assert visits() == before_visits, f"visits {visits()} != {before_visits} after restart"
+  '';
+}

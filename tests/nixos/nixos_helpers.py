@@ -1,0 +1,98 @@
+"""Evaluating the pure NixOS mapping (nix/stack/nixos.nix) offline, and rendering a unit from it.
+
+The mapping takes store paths as plain strings, so tests pass fake ones (or a directory holding
+the real warpwatch binary) and assert on the option values it returns.
+"""
+
+import json
+from pathlib import Path
+
+from conftest import nix_eval, nix_eval_error
+
+# What the issue requires of every deployment (the specification, deliberately not read from
+# nix/stack/declaration.nix).
+REQUIRED_MEMORY_MIB = {"prometheus": 512, "loki": 512, "grafana": 512, "warpwatch": 256, "promtail": 256}
+REQUIRED_HEALTHCHECK = {"interval": "30s", "timeout": 10, "retries": 3}
+REQUIRED_LOG_FILE_MIB = 10
+REQUIRED_LOG_FILES = 3
+
+FAKE = {
+    "warpwatch": "/nix/store/00000000000000000000000000000000-warpwatch",
+    "promtail": "/nix/store/11111111111111111111111111111111-promtail",
+    "coreutils": "/nix/store/22222222222222222222222222222222-coreutils",
+    "systemd": "/nix/store/33333333333333333333333333333333-systemd",
+}
+SECRETS = {"adminPasswordFile": "/run/secrets/grafana-admin", "secretKeyFile": "/run/secrets/grafana-key"}
+
+
+def nix_value(value) -> str:
+    """A Python value as a Nix expression (JSON is valid Nix for strings, numbers, bools, lists)."""
+    if isinstance(value, dict):
+        return "{ " + " ".join(f"{json.dumps(k)} = {nix_value(v)};" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[ " + " ".join(nix_value(v) for v in value) + " ]"
+    if value is None:
+        return "null"
+    return json.dumps(value)
+
+
+def mapping_expr(overrides: dict | None = None, **args) -> str:
+    arguments = {**FAKE, "grafana": dict(SECRETS), "dashboardsPath": "/etc/test-dashboards", **args}
+    return (
+        f"(import ./nix/stack {{ overrides = {nix_value(overrides or {})}; }}).nixos "
+        + nix_value(arguments)
+    )
+
+
+def mapping(overrides: dict | None = None, **args) -> dict:
+    return nix_eval(mapping_expr(overrides, **args))
+
+
+def mapping_error(overrides: dict | None = None, **args) -> str:
+    return nix_eval_error(mapping_expr(overrides, **args))
+
+
+def merged(result: dict) -> dict:
+    """service + monitoring as the module applies them (lists concatenate, sets merge)."""
+
+    def merge(a, b):
+        if isinstance(a, dict) and isinstance(b, dict):
+            out = dict(a)
+            for k, v in b.items():
+                out[k] = merge(a[k], v) if k in a else v
+            return out
+        if isinstance(a, list) and isinstance(b, list):
+            return a + b
+        return b
+
+    return merge(result["service"], result["monitoring"])
+
+
+def _unit_value(value) -> str:
+    # NixOS' attrsToSection: booleans as true/false, everything else as its string.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def render_unit(unit: dict) -> str:
+    """A systemd unit file from a mapped systemd.services.<name>, the way NixOS writes it."""
+    lines = ["[Unit]"]
+    if "description" in unit:
+        lines.append(f"Description={unit['description']}")
+    for key, directive in (("after", "After"), ("wants", "Wants")):
+        for dep in unit.get(key, []):
+            lines.append(f"{directive}={dep}")
+    lines += ["", "[Service]"]
+    for name, value in sorted(unit.get("environment", {}).items()):
+        lines.append(f'Environment="{name}={value}"')
+    for key, value in sorted(unit.get("serviceConfig", {}).items()):
+        for item in value if isinstance(value, list) else [value]:
+            lines.append(f"{key}={_unit_value(item)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_unit(directory: Path, name: str, unit: dict) -> Path:
+    path = directory / f"{name}.service"
+    path.write_text(render_unit(unit))
+    return path

@@ -1,0 +1,244 @@
+"""The declaration mapped to NixOS option values: limits, rotation, healthcheck timers, wiring,
+secrets and defaults, evaluated offline from nix/stack/nixos.nix."""
+
+import re
+
+import pytest
+import yaml
+
+from conftest import nix_eval
+from nixos_helpers import (
+    FAKE,
+    REQUIRED_HEALTHCHECK,
+    REQUIRED_LOG_FILE_MIB,
+    REQUIRED_LOG_FILES,
+    REQUIRED_MEMORY_MIB,
+    SECRETS,
+    mapping,
+    mapping_error,
+    mapping_expr,
+    merged,
+)
+
+SHIPPERS = ["promtail", "alloy"]
+
+
+def active(shipper: str) -> list[str]:
+    return ["warpwatch", "prometheus", "loki", shipper, "grafana"]
+
+
+@pytest.fixture(scope="module", params=SHIPPERS)
+def shipped(request):
+    shipper = request.param
+    return shipper, merged(mapping({"logShipper": shipper}))
+
+
+def test_memory_max_per_unit_is_the_required_limit(shipped):
+    shipper, config = shipped
+    units = config["systemd"]["services"]
+    required = dict(REQUIRED_MEMORY_MIB, alloy=REQUIRED_MEMORY_MIB["promtail"])
+    for name in active(shipper):
+        assert units[name]["serviceConfig"]["MemoryMax"] == f"{required[name]}M", name
+
+
+def test_memory_override_changes_the_unit():
+    config = merged(mapping({"services": {"loki": {"memoryMiB": 1024}, "warpwatch": {"memoryMiB": 300}}}))
+    assert config["systemd"]["services"]["loki"]["serviceConfig"]["MemoryMax"] == "1024M"
+    assert config["systemd"]["services"]["warpwatch"]["serviceConfig"]["MemoryMax"] == "300M"
+
+
+def test_every_unit_logs_to_a_namespace_bounded_like_json_file(shipped):
+    shipper, config = shipped
+    etc = config["environment"]["etc"]
+    for name in active(shipper):
+        assert config["systemd"]["services"][name]["serviceConfig"]["LogNamespace"] == name
+        text = etc[f"systemd/journald@{name}.conf"]["text"]
+        settings = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        assert text.startswith("[Journal]\n")
+        assert settings["SystemMaxFileSize"] == f"{REQUIRED_LOG_FILE_MIB}M"
+        assert settings["SystemMaxUse"] == f"{REQUIRED_LOG_FILE_MIB * REQUIRED_LOG_FILES}M"
+        assert settings["SystemMaxFiles"] == str(REQUIRED_LOG_FILES)
+    # The host's global journald settings are left alone.
+    assert "services" not in config or "journald" not in config["services"]
+    assert not any(path == "systemd/journald.conf" for path in etc)
+
+
+def test_rotation_override_reaches_the_namespaces():
+    etc = merged(mapping({"logging": {"maxSizeMiB": 20, "maxFiles": 5}}))["environment"]["etc"]
+    text = etc["systemd/journald@loki.conf"]["text"]
+    assert "SystemMaxFileSize=20M" in text and "SystemMaxUse=100M" in text
+
+
+def test_healthcheck_timer_per_service(shipped):
+    shipper, config = shipped
+    stack = nix_eval(f'(import ./nix/stack {{ overrides = {{ logShipper = "{shipper}"; }}; }}).stack')
+    for name in active(shipper):
+        timer = config["systemd"]["timers"][f"warpwatch-health-{name}"]
+        assert timer["wantedBy"] == ["timers.target"]
+        assert timer["timerConfig"]["OnUnitActiveSec"] == REQUIRED_HEALTHCHECK["interval"]
+        assert timer["timerConfig"]["OnActiveSec"] == REQUIRED_HEALTHCHECK["interval"]
+        check = config["systemd"]["services"][f"warpwatch-health-{name}"]
+        script = check["script"]
+        url = f"http://127.0.0.1:{stack['services'][name]['port']}{stack['services'][name]['healthPath']}"
+        assert f"{FAKE['warpwatch']}/bin/warpwatch probe --timeout {REQUIRED_HEALTHCHECK['timeout']} {url}" in script
+        assert f'-ge {REQUIRED_HEALTHCHECK["retries"]} ]' in script
+        assert f"systemctl restart --no-block {name}.service" in script
+        assert check["serviceConfig"]["Type"] == "oneshot"
+        # The failure counter lives in /run and survives between runs until reboot.
+        assert check["serviceConfig"]["RuntimeDirectory"] == f"warpwatch-health/{name}"
+        assert check["serviceConfig"]["RuntimeDirectoryPreserve"] == "yes"
+
+
+def test_loopback_and_closed_firewall_by_default():
+    config = merged(mapping())
+    assert config["systemd"]["services"]["warpwatch"]["environment"]["WARPWATCH_ADDR"] == "127.0.0.1:8080"
+    assert config["networking"]["firewall"]["allowedTCPPorts"] == []
+    services = config["services"]
+    assert services["grafana"]["settings"]["server"]["http_addr"] == "127.0.0.1"
+    assert services["grafana"]["openFirewall"] is False
+    assert services["prometheus"]["listenAddress"] == "127.0.0.1"
+    assert services["loki"]["configuration"]["server"]["http_listen_address"] == "127.0.0.1"
+    assert "--server.http.listen-addr=127.0.0.1:12345" in services["alloy"]["extraFlags"]
+
+
+def test_exposing_the_service_on_purpose():
+    config = merged(mapping(listenAddress="0.0.0.0", openFirewall=True))
+    assert config["systemd"]["services"]["warpwatch"]["environment"]["WARPWATCH_ADDR"] == "0.0.0.0:8080"
+    assert config["networking"]["firewall"]["allowedTCPPorts"] == [8080]
+    assert config["warnings"] == [w for w in config["warnings"] if "openFirewall" not in w]
+
+
+def test_open_firewall_on_loopback_warns():
+    config = merged(mapping(openFirewall=True, grafana={**SECRETS, "openFirewall": True}))
+    assert any("services.warpwatch.openFirewall opens port 8080" in w for w in config["warnings"])
+    assert any("services.warpwatch.grafana.openFirewall opens port 3000" in w for w in config["warnings"])
+
+
+def test_port_override_moves_service_scrape_and_probe():
+    config = merged(mapping({"services": {"warpwatch": {"port": 18080}}}))
+    assert config["systemd"]["services"]["warpwatch"]["environment"]["WARPWATCH_ADDR"] == "127.0.0.1:18080"
+    jobs = {job["job_name"]: job for job in config["services"]["prometheus"]["scrapeConfigs"]}
+    assert jobs["warpwatch"]["static_configs"][0]["targets"] == ["127.0.0.1:18080"]
+    assert "http://127.0.0.1:18080/healthz" in config["systemd"]["services"]["warpwatch-health-warpwatch"]["script"]
+
+
+def test_extra_environment_wins():
+    env = merged(mapping(extraEnvironment={"RUST_LOG": "debug", "EXTRA": "1"}))["systemd"]["services"]["warpwatch"][
+        "environment"
+    ]
+    assert env["RUST_LOG"] == "debug" and env["EXTRA"] == "1"
+
+
+def test_promtail_is_our_own_unit_and_warned_about():
+    result = mapping({"logShipper": "promtail"})
+    config = merged(result)
+    unit = config["systemd"]["services"]["promtail"]
+    assert unit["serviceConfig"]["ExecStart"] == f"{FAKE['promtail']}/bin/promtail -config.file=/etc/promtail/promtail.yaml"
+    assert unit["serviceConfig"]["DynamicUser"] is True
+    assert unit["serviceConfig"]["SupplementaryGroups"] == ["systemd-journal"]
+    assert unit["serviceConfig"]["ProtectSystem"] == "strict"
+    assert config["services"]["alloy"]["enable"] is False
+    assert any("Promtail is end-of-life" in w for w in config["warnings"])
+    # The service alone (monitoring off) does not warn about a shipper it does not run.
+    assert not any("Promtail" in w for w in result["service"]["warnings"])
+
+
+def test_promtail_without_package_is_a_clear_assertion():
+    config = merged(mapping({"logShipper": "promtail"}, promtail=None))
+    failed = [a["message"] for a in config["assertions"] if not a["assertion"]]
+    assert any("needs services.warpwatch.monitoring.promtailPackage" in m for m in failed)
+    assert "promtail" not in config["systemd"]["services"]
+
+
+def test_alloy_runs_the_promtail_config():
+    config = merged(mapping({"logShipper": "alloy"}))
+    alloy = config["services"]["alloy"]
+    assert alloy["enable"] is True
+    assert alloy["configPath"] == "/etc/alloy/promtail.yaml"
+    assert "--config.format=promtail" in alloy["extraFlags"]
+    assert "alloy/promtail.yaml" in config["environment"]["etc"]
+    assert not any("end-of-life" in w for w in config["warnings"])
+
+
+def test_shipper_reads_every_namespace_journal(shipped):
+    shipper, config = shipped
+    promtail_config = yaml.safe_load(config["environment"]["etc"][f"{shipper}/promtail.yaml"]["text"])
+    paths = [job["journal"]["path"] for job in promtail_config["scrape_configs"]]
+    assert paths[0] == "/var/log/journal"
+    assert sorted(paths[1:]) == sorted(f"/run/{shipper}/journal-{name}" for name in active(shipper))
+    unit = config["systemd"]["services"][shipper]
+    links = unit["serviceConfig"]["ExecStartPre"]
+    # %m is systemd's machine-id specifier: the namespace directories are only known at run time.
+    for name in active(shipper):
+        assert f"{FAKE['coreutils']}/bin/ln -sfn /var/log/journal/%m.{name} /run/{shipper}/journal-{name}" in links
+        assert f"systemd-journald@{name}.service" in unit["wants"]
+    assert unit["serviceConfig"]["RuntimeDirectory"] == shipper
+    assert promtail_config["clients"][0]["url"] == "http://127.0.0.1:3100/loki/api/v1/push"
+
+
+def test_prometheus_scrapes_the_five_services(shipped):
+    shipper, config = shipped
+    prometheus = config["services"]["prometheus"]
+    assert sorted(job["job_name"] for job in prometheus["scrapeConfigs"]) == sorted(active(shipper))
+    assert prometheus["retentionTime"] == "15d"
+    assert prometheus["stateDir"] == "prometheus"
+    assert "groups:" in prometheus["rules"][0]
+
+
+def test_grafana_secrets_stay_out_of_the_store():
+    config = merged(mapping())
+    grafana = config["services"]["grafana"]
+    security = grafana["settings"]["security"]
+    assert security["admin_password"] == "$__file{/run/credentials/grafana.service/admin-password}"
+    assert security["secret_key"] == "$__file{/run/credentials/grafana.service/secret-key}"
+    credentials = config["systemd"]["services"]["grafana"]["serviceConfig"]["LoadCredential"]
+    assert credentials == [
+        f"admin-password:{SECRETS['adminPasswordFile']}",
+        f"secret-key:{SECRETS['secretKeyFile']}",
+    ]
+    datasources = grafana["provision"]["datasources"]["settings"]["datasources"]
+    assert {(d["uid"], d["url"]) for d in datasources} == {
+        ("prometheus", "http://127.0.0.1:9090"),
+        ("loki", "http://127.0.0.1:3100"),
+    }
+    assert grafana["provision"]["dashboards"]["settings"]["providers"][0]["options"]["path"] == "/etc/test-dashboards"
+
+
+def test_grafana_dashboards_default_to_the_repository_directory():
+    expr = mapping_expr().replace('"dashboardsPath" = "/etc/test-dashboards";', "")
+    assert nix_eval(
+        f"let m = {expr}; in (builtins.head m.monitoring.services.grafana.provision.dashboards.settings.providers)"
+        ".options.path == (import ./nix/stack { }).configs.dashboardsDir"
+    )
+
+
+@pytest.mark.parametrize(
+    ("grafana", "expected"),
+    [
+        ({}, r"grafana\.adminPasswordFile must be set when services\.warpwatch\.monitoring\.enable"),
+        ({"adminPasswordFile": "/run/a"}, r"grafana\.secretKeyFile must be set"),
+        ({**SECRETS, "secretKeyFile": "secrets/key"}, r"secretKeyFile must be an absolute path \(got \"secrets/key\"\)"),
+        ({**SECRETS, "adminPasswordFile": "/nix/store/x-pw"}, r"adminPasswordFile points into the Nix store"),
+    ],
+)
+def test_bad_secret_files_fail_with_a_clear_message(grafana, expected):
+    config = merged(mapping(grafana=grafana))
+    failed = [a["message"] for a in config["assertions"] if not a["assertion"]]
+    assert any(re.search(expected, m) for m in failed), failed
+
+
+def test_valid_configuration_has_no_failed_assertion(shipped):
+    _, config = shipped
+    assert [a["message"] for a in config["assertions"] if not a["assertion"]] == []
+
+
+def test_state_directory_must_be_under_var_lib():
+    error = mapping_error({"services": {"warpwatch": {"dataDir": "/srv/warpwatch"}}})
+    # Forcing the unit shows the problem by name.
+    assert "services.warpwatch.dataDir must be under /var/lib" in error
+
+
+def test_visits_persist_in_the_state_directory():
+    unit = merged(mapping())["systemd"]["services"]["warpwatch"]
+    assert unit["serviceConfig"]["StateDirectory"] == "warpwatch"
+    assert unit["environment"]["WARPWATCH_DATA_DIR"] == "/var/lib/warpwatch"
