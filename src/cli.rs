@@ -1,0 +1,55 @@
+//! Command-line entry: `warpwatch [--addr ADDR] [--data-dir DIR]`, `warpwatch probe ...`,
+//! `--help`, `--version`; and the exit statuses.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use crate::config::{self, Config};
+use crate::{probe, server};
+
+/// A runtime failure: cannot listen, cannot persist on stop, probe target unhealthy.
+pub const EXIT_FAILURE: u8 = 1;
+/// Bad flag, variable or argument.
+pub const EXIT_USAGE: u8 = 2;
+/// The visits file is corrupt or unreadable; fix it by hand (the message says how).
+pub const EXIT_DATA: u8 = 3;
+
+pub const HELP: &str = "\
+warpwatch: Moscow time and a visit counter, instrumented for Prometheus.
+
+Usage:
+  warpwatch [--addr ADDR] [--data-dir DIR]     serve HTTP
+  warpwatch probe [--timeout SECONDS] [URL]    health-check a URL (see warpwatch probe --help)
+  warpwatch --help | --version
+
+Options (each falls back to an environment variable, then a default):
+  --addr ADDR       listen address, IP:PORT    WARPWATCH_ADDR, else 0.0.0.0:$PORT, else 0.0.0.0:8080
+  --data-dir DIR    visits file directory      WARPWATCH_DATA_DIR (unset: count kept in memory only)
+                    log filter                 RUST_LOG (default info), e.g. warn,warpwatch=debug
+
+Endpoints: GET /  /visits  /healthz  /readyz  /metrics
+
+Exit status: 0 stopped cleanly; 1 runtime failure (e.g. address in use); 2 invalid flag or
+variable; 3 visits file corrupt or unreadable (never reset to 0; the message says what to do).";
+
+/// Runs the command line `args` (without the program name).
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    if args.first().is_some_and(|a| a == "probe") {
+        return probe::main(&args[1..], &config::process_env);
+    }
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "-V" || a == "--version") {
+        println!("warpwatch {}", crate::VERSION);
+        return ExitCode::SUCCESS;
+    }
+    match Config::from_args(&args, &config::process_env) {
+        Ok(config) => server::run(config),
+        Err(e) => {
+            eprintln!("warpwatch: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! HTTP routing and handlers.
+//!
+//! The route table is a `match` on the exact request path: it yields the metric `path` label and
+//! the handler in one step, and anything unknown collapses into [`Route::Other`], so no request
+//! can create a new series. Every request, 404s and 405s included, flows through [`handle`],
+//! which records metrics and the access log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{debug, error, warn};
+use warp::Filter;
+use warp::filters::path::FullPath;
+use warp::http::header::{self, HeaderValue};
+use warp::http::{Method as HttpMethod, StatusCode};
+use warp::reply::Response;
+
+use crate::clock::LocalTime;
+use crate::logging::{ACCESS_TARGET, access_log_enabled};
+use crate::metrics::{self, InFlight, Method};
+use crate::server::AppState;
+use crate::{HEALTHZ_BODY, HEALTHZ_CONTENT_TYPE, json};
+
+/// Requests slower than this are logged at warn.
+pub const SLOW_REQUEST: Duration = Duration::from_millis(500);
+
+/// Methods every route accepts (HEAD answers like GET without a body and counts no visit).
+pub const ALLOWED_METHODS: &str = "GET, HEAD";
+
+/// A matched route; its label is the metric `path` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Index,
+    Visits,
+    Healthz,
+    Readyz,
+    Metrics,
+    /// Every other path: one fixed label however many distinct paths are requested.
+    Other,
+}
+
+impl Route {
+    pub const COUNT: usize = 6;
+    pub const ALL: [Route; Route::COUNT] = [
+        Route::Index,
+        Route::Visits,
+        Route::Healthz,
+        Route::Readyz,
+        Route::Metrics,
+        Route::Other,
+    ];
+
+    #[inline]
+    pub fn from_path(path: &str) -> Route {
+        match path {
+            "/healthz" => Route::Healthz,
+            "/" => Route::Index,
+            "/visits" => Route::Visits,
+            "/readyz" => Route::Readyz,
+            "/metrics" => Route::Metrics,
+            _ => Route::Other,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Index => "/",
+            Route::Visits => "/visits",
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::Metrics => "/metrics",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// The whole service as one warp filter. It never rejects: unknown paths and methods become
+/// JSON 404/405 answers inside [`handle`], so they are counted like any other request.
+pub fn app(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static
+{
+    // Only `/` negotiates its content type, so only `/` pays for reading `Accept`.
+    let index_accept = warp::path::end().and(
+        warp::header::value("accept")
+            .map(Some)
+            .or(warp::any().map(|| None))
+            .unify(),
+    );
+    let accept = index_accept.or(warp::any().map(|| None)).unify();
+
+    warp::any()
+        .map(InFlight::enter)
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(accept)
+        .map(
+            move |guard: InFlight,
+                  method: HttpMethod,
+                  path: FullPath,
+                  accept: Option<HeaderValue>| {
+                handle(&state, guard, &method, path.as_str(), accept.as_ref())
+            },
+        )
+}
+
+/// Answers one request and records it.
+pub fn handle(
+    state: &AppState,
+    guard: InFlight,
+    method: &HttpMethod,
+    path: &str,
+    accept: Option<&HeaderValue>,
+) -> Response {
+    let route = Route::from_path(path);
+    let response = respond(state, route, method, accept);
+    let status = response.status();
+    let elapsed = guard.elapsed();
+    metrics::observe(route, Method::of(method), status, elapsed);
+    if status.is_server_error() || elapsed >= SLOW_REQUEST {
+        warn!(
+            target: ACCESS_TARGET,
+            "{method} {path} {} in {:.1} ms",
+            status.as_u16(),
+            elapsed.as_secs_f64() * 1e3
+        );
+    } else if access_log_enabled() {
+        debug!(
+            target: ACCESS_TARGET,
+            "{method} {path} {} in {} µs",
+            status.as_u16(),
+            elapsed.as_micros()
+        );
+    }
+    drop(guard);
+    response
+}
+
+fn respond(
+    state: &AppState,
+    route: Route,
+    method: &HttpMethod,
+    accept: Option<&HeaderValue>,
+) -> Response {
+    if route == Route::Other {
+        return json_response(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.to_owned());
+    }
+    let is_get = match *method {
+        HttpMethod::GET => true,
+        HttpMethod::HEAD => false,
+        _ => return method_not_allowed(),
+    };
+    match route {
+        Route::Healthz => healthz(),
+        Route::Index => index(state, is_get, accept),
+        Route::Visits => json_response(
+            StatusCode::OK,
+            format!(r#"{{"visits":{}}}"#, state.visits.count()),
+        ),
+        Route::Readyz => readyz(state),
+        Route::Metrics => metrics_page(state),
+        Route::Other => unreachable!("handled above"),
+    }
+}
+
+#[inline]
+fn healthz() -> Response {
+    let mut r = Response::new(HEALTHZ_BODY.into());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(HEALTHZ_CONTENT_TYPE),
+    );
+    r
+}
+
+fn index(state: &AppState, is_get: bool, accept: Option<&HeaderValue>) -> Response {
+    // HEAD must not have side effects: it shows the count without adding a visit.
+    let visits = if is_get {
+        state.visits.visit()
+    } else {
+        state.visits.count()
+    };
+    let now = LocalTime::moscow_now();
+    let mut r = if prefers_json(accept) {
+        json_response(
+            StatusCode::OK,
+            format!(
+                r#"{{"time":"{}","timezone":"Europe/Moscow","utc_offset":"+03:00","visits":{visits}}}"#,
+                now.rfc3339_moscow()
+            ),
+        )
+    } else {
+        let mut r = Response::new(
+            format!(
+                "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>warpwatch</title></head>\n\
+                 <body>\n<h1>Moscow time</h1>\n<p><time datetime=\"{}\">{}</time> (UTC+03:00)</p>\n\
+                 <p>Visits: <span id=\"visits\">{visits}</span></p>\n</body>\n</html>\n",
+                now.rfc3339_moscow(),
+                now.display()
+            )
+            .into(),
+        );
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        r
+    };
+    let h = r.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("accept"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn readyz(state: &AppState) -> Response {
+    match state.readiness() {
+        Ok(()) => json_response(StatusCode::OK, r#"{"status":"ready"}"#.to_owned()),
+        Err(reason) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                r#"{{"status":"not ready","reason":{}}}"#,
+                json::string(&reason)
+            ),
+        ),
+    }
+}
+
+fn metrics_page(state: &AppState) -> Response {
+    metrics::READY.set(i64::from(state.readiness().is_ok()));
+    match metrics::render() {
+        Ok(text) => {
+            let mut r = Response::new(text.into());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
+            r
+        }
+        Err(e) => {
+            error!("cannot encode metrics: {e}");
+            json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"error":"cannot encode metrics"}"#.to_owned(),
+            )
+        }
+    }
+}
+
+fn method_not_allowed() -> Response {
+    let mut r = json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(r#"{{"error":"method not allowed","allow":"{ALLOWED_METHODS}"}}"#),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+    r
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut r = Response::new(body.into());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Whether `Accept` ranks `application/json` above `text/html` (RFC 9110 §12.5.1: the most
+/// specific matching range sets each type's quality). No header, `*/*` or a tie → HTML.
+pub fn prefers_json(accept: Option<&HeaderValue>) -> bool {
+    let Some(accept) = accept.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let json = quality(accept, "application", "json");
+    json > 0.0 && json > quality(accept, "text", "html")
+}
+
+fn quality(accept: &str, ty: &str, sub: &str) -> f32 {
+    let mut best: Option<(u8, f32)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim();
+        let Some((t, s)) = media.split_once('/') else {
+            continue;
+        };
+        let specificity = match (t.trim(), s.trim()) {
+            (t, s) if t.eq_ignore_ascii_case(ty) && s.eq_ignore_ascii_case(sub) => 2,
+            (t, "*") if t.eq_ignore_ascii_case(ty) => 1,
+            ("*", "*") => 0,
+            _ => continue,
+        };
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q=").or(p.trim().strip_prefix("Q=")))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0)
+            .clamp(0.0, 1.0);
+        if best.is_none_or(|(b, _)| specificity > b) {
+            best = Some((specificity, q));
+        }
+    }
+    best.map_or(0.0, |(_, q)| q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_for(accept: &str) -> bool {
+        prefers_json(Some(&HeaderValue::from_str(accept).unwrap()))
+    }
+
+    #[test]
+    fn negotiation() {
+        assert!(json_for("application/json"));
+        assert!(json_for("application/*"));
+        assert!(json_for("text/html;q=0.5, application/json"));
+        assert!(!json_for("*/*"));
+        assert!(!json_for(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
+        assert!(!json_for("application/json;q=0, */*"));
+        assert!(!json_for("text/html, application/json"));
+        assert!(!prefers_json(None));
+    }
+
+    #[test]
+    fn unknown_paths_share_one_label() {
+        for p in ["/nope", "/healthz/", "//", "/metrics/x", "/%68ealthz"] {
+            assert_eq!(Route::from_path(p), Route::Other, "{p}");
+        }
+        for r in Route::ALL {
+            if r != Route::Other {
+                assert_eq!(Route::from_path(r.label()), r);
+            }
+        }
+    }
+}

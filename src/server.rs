@@ -1,0 +1,224 @@
+//! The service's lifecycle: load the store, bind, serve, stop on a signal, persist, exit.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use log::{error, info, warn};
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+
+use crate::cli::{EXIT_DATA, EXIT_FAILURE};
+use crate::config::Config;
+use crate::flusher::{FLUSH_INTERVAL, Flusher};
+use crate::shutdown::{DRAIN_TIMEOUT, Drain, Signals};
+use crate::visits::VisitStore;
+use crate::{logging, metrics, routes};
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub visits: Arc<VisitStore>,
+    stopping: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(visits: Arc<VisitStore>) -> Arc<AppState> {
+        metrics::init();
+        Arc::new(AppState {
+            visits,
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// `/readyz`: not ready while the visits file cannot be written, or once stopping.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err("shutting down".to_owned());
+        }
+        self.visits.health()
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Worker threads: the CPUs this process may use (affinity mask and cgroup quota included).
+pub fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The runtime the binary uses. On one CPU a current-thread runtime serves everything from the
+/// main thread: no idle worker, no cross-thread wake-ups, the smallest footprint.
+pub fn build_runtime() -> io::Result<Runtime> {
+    let workers = worker_count();
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    // Nothing here uses the blocking pool (the flusher has its own thread); keep it small.
+    builder.enable_all().max_blocking_threads(2).build()
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then until every connection is done
+/// (no deadline: callers race it, see [`crate::shutdown::drain`]). Must run inside a runtime.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(routes::app(state))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+}
+
+/// Runs the service with `config` until a stop signal; returns the process exit status.
+pub fn run(config: Config) -> ExitCode {
+    logging::init(&config.log);
+
+    let store = match &config.data_dir {
+        Some(dir) => match VisitStore::open(dir) {
+            Ok(store) => store,
+            Err(e) => return fatal(EXIT_DATA, &e.to_string()),
+        },
+        None => {
+            warn!(
+                "no data directory (--data-dir / WARPWATCH_DATA_DIR): visits are kept in memory only and reset on restart"
+            );
+            VisitStore::in_memory()
+        }
+    };
+    let store = Arc::new(store);
+    // Proves the directory writable before reporting ready; a failure is logged, shown by
+    // /readyz, and retried by the flusher.
+    let _ = store.flush();
+    let state = AppState::new(store.clone());
+
+    let runtime = match build_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fatal(
+                EXIT_FAILURE,
+                &format!("cannot start the async runtime: {e}"),
+            );
+        }
+    };
+    let listener = match runtime.block_on(TcpListener::bind(config.addr)) {
+        Ok(l) => l,
+        Err(e) => return fatal(EXIT_FAILURE, &bind_error(config.addr, &e)),
+    };
+    let local = listener.local_addr().unwrap_or(config.addr);
+    let mut signals = match runtime.block_on(async { Signals::install() }) {
+        Ok(s) => s,
+        Err(e) => {
+            return fatal(
+                EXIT_FAILURE,
+                &format!("cannot install signal handlers: {e}"),
+            );
+        }
+    };
+    let flusher = match Flusher::spawn(store.clone(), FLUSH_INTERVAL) {
+        Ok(f) => f,
+        Err(e) => {
+            return fatal(
+                EXIT_FAILURE,
+                &format!("cannot start the visits flusher: {e}"),
+            );
+        }
+    };
+
+    info!(
+        "warpwatch {} listening on http://{local} (data dir: {}, visits: {}, workers: {}, log: {}, drain timeout: {}s)",
+        crate::VERSION,
+        config
+            .data_dir
+            .as_ref()
+            .map_or_else(|| "none, in memory".to_owned(), |d| d.display().to_string()),
+        store.count(),
+        worker_count(),
+        config.log,
+        DRAIN_TIMEOUT.as_secs()
+    );
+
+    runtime.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = serve(listener, state.clone(), async {
+            let _ = stop_rx.await;
+        });
+        let mut server = std::pin::pin!(server);
+        let name = tokio::select! {
+            () = &mut server => return,
+            name = signals.recv() => name,
+        };
+        info!(
+            "{name} received: refusing new connections, draining in-flight requests (up to {}s)",
+            DRAIN_TIMEOUT.as_secs()
+        );
+        state.begin_shutdown();
+        let _ = stop_tx.send(());
+        match crate::shutdown::drain(server, &mut signals, DRAIN_TIMEOUT).await {
+            Drain::Complete => info!("all connections drained"),
+            Drain::TimedOut => warn!(
+                "drain timeout ({}s) passed with {} requests in flight: closing their connections",
+                DRAIN_TIMEOUT.as_secs(),
+                metrics::HTTP_REQUESTS_IN_FLIGHT.get()
+            ),
+            Drain::Interrupted(again) => warn!(
+                "{again} received again: closing {} in-flight requests now",
+                metrics::HTTP_REQUESTS_IN_FLIGHT.get()
+            ),
+        }
+    });
+    // Abandoned connections die with the runtime; their visits are already in the count.
+    drop(runtime);
+
+    flusher.stop();
+    match store.flush() {
+        Ok(()) => {
+            info!("stopped; {} visits persisted", store.count());
+            ExitCode::SUCCESS
+        }
+        Err(_) => {
+            error!(
+                "stopped without persisting the last {} visits (see the error above)",
+                store.count()
+            );
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn bind_error(addr: SocketAddr, e: &io::Error) -> String {
+    let hint = match e.kind() {
+        io::ErrorKind::AddrInUse => {
+            "another process is listening there: stop it, or choose another address with --addr, WARPWATCH_ADDR or PORT"
+        }
+        io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need privileges: use a higher port, or grant CAP_NET_BIND_SERVICE"
+        }
+        io::ErrorKind::AddrNotAvailable => {
+            "no local interface has that IP: use 0.0.0.0, 127.0.0.1 or an address of this host"
+        }
+        _ => "check --addr / WARPWATCH_ADDR / PORT",
+    };
+    format!("cannot listen on {addr}: {e}; {hint}")
+}
+
+/// Logs a startup failure (and prints it if the log filter hides errors), returning `code`.
+fn fatal(code: u8, message: &str) -> ExitCode {
+    if log::log_enabled!(log::Level::Error) {
+        error!("{message}");
+    } else {
+        eprintln!("warpwatch: {message}");
+    }
+    ExitCode::from(code)
+}

@@ -1,0 +1,231 @@
+//! The visit count: an atomic counter in memory, persisted to `<data dir>/visits`.
+//!
+//! File format: the count in decimal followed by a newline. Writes are atomic (write a temp file,
+//! fsync it, rename it over `visits`, fsync the directory), so after a crash or SIGKILL the file
+//! holds either the previous or the new count, never a torn one. A file that does not parse is
+//! never reset to 0: [`VisitStore::open`] refuses it and the service does not start.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use log::{error, info, warn};
+
+use crate::metrics;
+
+/// Name of the file inside the data directory.
+pub const FILE_NAME: &str = "visits";
+const TEMP_NAME: &str = ".visits.tmp";
+
+/// Why the stored count cannot be loaded. The service must not start on these.
+#[derive(Debug)]
+pub enum LoadError {
+    Unreadable { path: PathBuf, error: io::Error },
+    Corrupt { path: PathBuf, found: String },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Unreadable { path, error } => write!(
+                f,
+                "cannot read the visits file {}: {error}. Refusing to start rather than reset the count to 0. \
+                 Fix the file's ownership or permissions (it must be readable and writable by the service user), \
+                 then start again.",
+                path.display()
+            ),
+            LoadError::Corrupt { path, found } => write!(
+                f,
+                "the visits file {} is corrupt: expected a decimal count such as 42, found {found}. \
+                 Refusing to start rather than reset the count to 0. Restore the file from a backup, \
+                 or write the right count into it (echo 1234 > {}), or delete it to start again from 0 \
+                 on purpose.",
+                path.display(),
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Persistence bookkeeping, touched by flushes and `/readyz` only (never by `GET /`).
+#[derive(Debug, Default)]
+struct Persisted {
+    /// The count last written successfully; `None` before the first write of this run.
+    value: Option<u64>,
+    /// Why the last write failed, while it keeps failing.
+    error: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct VisitStore {
+    count: AtomicU64,
+    dir: Option<PathBuf>,
+    persisted: Mutex<Persisted>,
+}
+
+impl VisitStore {
+    /// A store that keeps the count in memory only.
+    pub fn in_memory() -> VisitStore {
+        VisitStore {
+            count: AtomicU64::new(0),
+            dir: None,
+            persisted: Mutex::new(Persisted::default()),
+        }
+    }
+
+    /// Loads the count from `dir/visits`; a missing file (first run) starts at 0.
+    pub fn open(dir: &Path) -> Result<VisitStore, LoadError> {
+        let path = dir.join(FILE_NAME);
+        let count = match fs::read(&path) {
+            Ok(bytes) => parse(&bytes).ok_or_else(|| LoadError::Corrupt {
+                path: path.clone(),
+                found: describe(&bytes),
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                info!("no visits file at {} yet: starting from 0", path.display());
+                0
+            }
+            Err(error) => return Err(LoadError::Unreadable { path, error }),
+        };
+        metrics::VISITS_TOTAL.inc_by(count);
+        Ok(VisitStore {
+            count: AtomicU64::new(count),
+            dir: Some(dir.to_owned()),
+            persisted: Mutex::new(Persisted::default()),
+        })
+    }
+
+    /// Path of the visits file, if persisted.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(FILE_NAME))
+    }
+
+    /// Counts one visit; returns the new count.
+    pub fn visit(&self) -> u64 {
+        metrics::VISITS_TOTAL.inc();
+        self.count.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// `Err(reason)` while the last attempt to write the file failed.
+    pub fn health(&self) -> Result<(), String> {
+        match &self.lock().error {
+            None => Ok(()),
+            Some(e) => Err(e.clone()),
+        }
+    }
+
+    /// Writes the count if it changed since the last successful write. Failures are logged, kept
+    /// for [`VisitStore::health`], and retried by the next call; the count in memory is never lost.
+    pub fn flush(&self) -> Result<(), String> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        // Held across the write so concurrent flushes (ticker and shutdown) cannot interleave.
+        let mut persisted = self.lock();
+        let count = self.count();
+        if persisted.value == Some(count) {
+            return Ok(());
+        }
+        match write_atomically(dir, count) {
+            Ok(()) => {
+                if persisted.error.take().is_some() {
+                    info!(
+                        "visits file {} is writable again: persisted {count}",
+                        dir.join(FILE_NAME).display()
+                    );
+                }
+                persisted.value = Some(count);
+                Ok(())
+            }
+            Err(e) => {
+                metrics::VISITS_FLUSH_FAILURES_TOTAL.inc();
+                let reason = format!(
+                    "cannot write visits file {}: {e}",
+                    dir.join(FILE_NAME).display()
+                );
+                if persisted.error.as_deref() != Some(reason.as_str()) {
+                    error!("{reason}; keeping {count} visits in memory and retrying");
+                } else {
+                    warn!("{reason} (still failing; {count} visits kept in memory)");
+                }
+                persisted.error = Some(reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Persisted> {
+        self.persisted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The count in `bytes`: ASCII digits, optionally surrounded by whitespace.
+fn parse(bytes: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn describe(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "an empty file".to_owned();
+    }
+    let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(40)]);
+    let more = if bytes.len() > 40 { "..." } else { "" };
+    format!("{shown:?}{more} ({} bytes)", bytes.len())
+}
+
+fn write_atomically(dir: &Path, count: u64) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let temp = dir.join(TEMP_NAME);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)?;
+    file.write_all(format!("{count}\n").as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temp, dir.join(FILE_NAME))?;
+    // The rename is durable only once the directory entry is.
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_plain_counts() {
+        assert_eq!(parse(b"42\n"), Some(42));
+        assert_eq!(parse(b" 7 "), Some(7));
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"-1",
+            b"+1",
+            b"4 2",
+            b"abc",
+            b"99999999999999999999999",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn describes_bad_content() {
+        assert_eq!(describe(b""), "an empty file");
+        assert!(describe(b"garbage").starts_with("\"garbage\""));
+    }
+}

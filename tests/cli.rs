@@ -1,0 +1,189 @@
+//! The command line: help, version, configuration errors, bind errors, and the probe.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::{Service, run};
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn help_and_version() {
+    let out = run(&["--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "--addr",
+        "--data-dir",
+        "WARPWATCH_ADDR",
+        "PORT",
+        "RUST_LOG",
+        "probe",
+    ] {
+        assert!(help.contains(word), "--help does not mention {word}");
+    }
+    let out = run(&["--version"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("warpwatch {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(run(&["probe", "--help"], &[]).status.code(), Some(0));
+}
+
+#[test]
+fn invalid_configuration_exits_2_naming_the_setting() {
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (&["--addr", "localhost:80"], &[], "--addr"),
+        (&["--addr"], &[], "--addr"),
+        (&[], &[("WARPWATCH_ADDR", "8080")], "WARPWATCH_ADDR"),
+        (&[], &[("PORT", "99999")], "PORT"),
+        (&[], &[("PORT", "eighty")], "PORT"),
+        (&["--data-dir", ""], &[], "--data-dir"),
+        (&[], &[("RUST_LOG", "warpwatch=loud")], "RUST_LOG"),
+        (&["--verbose"], &[], "--verbose"),
+        (&["serve"], &[], "serve"),
+    ];
+    for (args, env, named) in cases {
+        let out = run(args, env);
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{args:?} {env:?}: message does not name {named}: {stderr}"
+        );
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "one clear line expected: {stderr}"
+        );
+    }
+    // The accepted form is spelled out.
+    assert!(stderr_of(&run(&[], &[("WARPWATCH_ADDR", "x")])).contains("IP:PORT"));
+}
+
+#[test]
+fn port_in_use_is_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(&["--addr", &addr], &[]);
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A one-shot HTTP server answering every connection with `answer` (or nothing at all).
+fn fake_server(answer: Option<&'static str>) -> (String, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/healthz", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        match answer {
+            Some(a) => {
+                let _ = s.write_all(a.as_bytes());
+            }
+            None => std::thread::sleep(Duration::from_secs(3)),
+        }
+    });
+    (url, handle)
+}
+
+#[test]
+fn probe_exit_codes() {
+    let svc = Service::start(None);
+    let up = format!("http://{}/healthz", svc.addr);
+
+    let out = run(&["probe", &up], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("200"));
+    // The default URL is the service's own /healthz, found like the server finds its address.
+    let out = run(&["probe"], &[("PORT", &svc.addr.port().to_string())]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let out = run(
+        &["probe", "--timeout", "2"],
+        &[("WARPWATCH_ADDR", &svc.addr.to_string())],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    // Non-2xx is a failure, with the status in the reason.
+    let out = run(&["probe", &format!("http://{}/missing", svc.addr)], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_of(&out).contains("404"), "{}", stderr_of(&out));
+
+    // Down: nothing listens on a port we just released.
+    let free = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = run(&["probe", &format!("http://{free}/healthz")], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("connection refused"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(stderr_of(&out).lines().count(), 1);
+
+    let (url, server) = fake_server(Some(
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+    ));
+    let out = run(&["probe", &url], &[]);
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("500 Internal Server Error"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // A server that accepts and never answers: the timeout bounds the probe.
+    let (url, server) = fake_server(None);
+    let started = Instant::now();
+    let out = run(&["probe", "--timeout", "0.5", &url], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("timed out after 0.5s"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    server.join().unwrap();
+
+    // Not HTTP at all.
+    let (url, server) = fake_server(Some("SSH-2.0-OpenSSH_9.6\r\n"));
+    let out = run(&["probe", &url], &[]);
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("not an HTTP answer"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // Usage errors are 2.
+    for args in [
+        &["probe", "https://127.0.0.1/healthz"][..],
+        &["probe", "--timeout", "0", &up],
+        &["probe", "--timeout"],
+        &["probe", "127.0.0.1:8080"],
+        &["probe", &up, &up],
+    ] {
+        let out = run(args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr_of(&out));
+    }
+}

@@ -1,0 +1,260 @@
+//! Helpers for the integration tests: run the real binary on a free port, talk HTTP/1.1 over real
+//! sockets, and parse the Prometheus text exposition.
+#![allow(dead_code)] // each test crate uses a different subset
+
+pub mod exposition;
+pub mod http;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_warpwatch");
+
+/// A scratch directory under cargo's per-target temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The binary with a clean environment (none of the variables it reads leak in from the caller).
+pub fn command() -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in ["WARPWATCH_ADDR", "WARPWATCH_DATA_DIR", "PORT", "RUST_LOG"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Runs the binary to completion (it must exit within 20 s).
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = command();
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, Duration::from_secs(20))
+}
+
+fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{BIN} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A running service, killed on drop if a test fails before stopping it.
+pub struct Service {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Service {
+    /// Starts on 127.0.0.1 port 0 with `data_dir` (if any), at log level info.
+    pub fn start(data_dir: Option<&Path>) -> Service {
+        let mut args = vec!["--addr".to_owned(), "127.0.0.1:0".to_owned()];
+        if let Some(dir) = data_dir {
+            args.push("--data-dir".to_owned());
+            args.push(dir.display().to_string());
+        }
+        Service::start_with(&args, &[("RUST_LOG", "info")])
+    }
+
+    /// Starts with explicit arguments; learns the port from the startup log line.
+    pub fn start_with(args: &[String], env: &[(&str, &str)]) -> Service {
+        let mut cmd = command();
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = logs.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let addr = line.split("listening on http://").nth(1).map(|rest| {
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned()
+                });
+                // Recorded before the address is announced, so a test never misses the line.
+                sink.lock().unwrap().push(line);
+                if let Some(addr) = addr {
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "service did not report its address; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Service {
+            child,
+            addr,
+            logs,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits up to 5 s for a log line containing `text` (the log reader runs behind the process).
+    pub fn logged(&self, text: &str) -> bool {
+        eventually(Duration::from_secs(5), || {
+            self.logs.lock().unwrap().iter().any(|l| l.contains(text))
+        })
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
+    }
+
+    /// Waits for the process to exit (within `limit`) and returns its status.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The reader ends at end of file: every line the process wrote is recorded.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "service did not exit within {limit:?}; logs:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait(Duration::from_secs(15))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads the `"key":<integer>` field of a flat JSON object (the service's JSON is machine-made,
+/// but this parses it rather than matching the whole text).
+pub fn json_u64(body: &str, key: &str) -> u64 {
+    json_field(body, key)
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not an integer in {body}"))
+}
+
+/// The raw value text of `key` in a flat JSON object; strings are returned unquoted (escapes kept).
+pub fn json_field(body: &str, key: &str) -> String {
+    let body = body.trim();
+    assert!(
+        body.starts_with('{') && body.ends_with('}'),
+        "not a JSON object: {body}"
+    );
+    let needle = format!("\"{key}\":");
+    let start = body
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {key} in {body}"))
+        + needle.len();
+    let rest = body[start..].trim_start();
+    if let Some(s) = rest.strip_prefix('"') {
+        let mut end = 0;
+        let bytes = s.as_bytes();
+        while end < bytes.len() && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\')) {
+            end += 1;
+        }
+        s[..end].to_owned()
+    } else {
+        rest.split([',', '}']).next().unwrap().trim().to_owned()
+    }
+}

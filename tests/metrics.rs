@@ -1,0 +1,207 @@
+//! The exposition after known request sequences, parsed; and bounded label cardinality.
+
+mod common;
+
+use common::exposition::Exposition;
+use common::http::{self, Conn};
+use common::{Service, TempDir};
+
+fn scrape(svc: &Service) -> Exposition {
+    let r = http::get(svc.addr, "/metrics");
+    assert_eq!(r.status, 200);
+    Exposition::parse(&r.body)
+}
+
+#[test]
+fn values_follow_a_known_request_sequence() {
+    let dir = TempDir::new("metrics");
+    let svc = Service::start(Some(dir.path()));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    for _ in 0..3 {
+        assert_eq!(conn.get("/").unwrap().status, 200);
+    }
+    for _ in 0..2 {
+        conn.get("/visits").unwrap();
+    }
+    for p in ["/nope", "/a/b", "/healthz/", "/metrics.php"] {
+        assert_eq!(conn.get(p).unwrap().status, 404);
+    }
+    assert_eq!(
+        conn.send("POST", "/visits", &[("Content-Length", "0")], false)
+            .unwrap()
+            .status,
+        405
+    );
+    assert_eq!(
+        conn.send("HEAD", "/healthz", &[], false).unwrap().status,
+        200
+    );
+    assert_eq!(
+        conn.send("BREW", "/healthz", &[], false).unwrap().status,
+        405
+    );
+    conn.get("/readyz").unwrap();
+
+    let m = scrape(&svc);
+    let requests = |method: &str, path: &str, status: &str| {
+        m.value(
+            "http_requests_total",
+            &[("method", method), ("path", path), ("status", status)],
+        )
+    };
+    assert_eq!(m.types["http_requests_total"], "counter");
+    assert_eq!(m.types["http_request_duration_seconds"], "histogram");
+    assert_eq!(m.types["http_requests_in_flight"], "gauge");
+    assert_eq!(m.types["warpwatch_visits_total"], "counter");
+    assert_eq!(requests("GET", "/", "200"), Some(3.0));
+    assert_eq!(requests("GET", "/visits", "200"), Some(2.0));
+    assert_eq!(requests("GET", "other", "404"), Some(4.0));
+    assert_eq!(requests("POST", "/visits", "405"), Some(1.0));
+    assert_eq!(requests("HEAD", "/healthz", "200"), Some(1.0));
+    assert_eq!(requests("OTHER", "/healthz", "405"), Some(1.0));
+    assert_eq!(requests("GET", "/readyz", "200"), Some(1.0));
+    // Pre-created so rate() sees the first request; nothing has hit them yet.
+    assert_eq!(requests("GET", "/healthz", "200"), Some(0.0));
+    // The scrape in progress is the only request in flight, and is counted only once it is done.
+    assert_eq!(m.value("http_requests_in_flight", &[]), Some(1.0));
+    assert_eq!(requests("GET", "/metrics", "200"), Some(0.0));
+    assert_eq!(m.value("warpwatch_visits_total", &[]), Some(3.0));
+    assert_eq!(m.value("warpwatch_ready", &[]), Some(1.0));
+    let build = m.find(
+        "warpwatch_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+    );
+    assert_eq!(build.len(), 1);
+    assert_eq!(build[0].value, 1.0);
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        let v = m
+            .value(name, &[])
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert!(v >= 0.0, "{name} = {v}");
+    }
+    assert!(m.value("process_resident_memory_bytes", &[]).unwrap() > 1e6);
+
+    // Every histogram agrees with the counters: _count is the sum over statuses, buckets are
+    // cumulative and end at _count, the sum is positive when anything was observed.
+    let histograms = m.find("http_request_duration_seconds_count", &[]);
+    assert!(histograms.len() >= 7);
+    for h in histograms {
+        let (method, path) = (&h.labels["method"], &h.labels["path"]);
+        let counted: f64 = m
+            .find("http_requests_total", &[("method", method), ("path", path)])
+            .iter()
+            .map(|s| s.value)
+            .sum();
+        assert_eq!(h.value, counted, "{method} {path}");
+        let buckets = m.find(
+            "http_request_duration_seconds_bucket",
+            &[("method", method), ("path", path)],
+        );
+        let mut bounds: Vec<(f64, f64)> = buckets
+            .iter()
+            .map(|b| {
+                (
+                    b.labels["le"]
+                        .replace("+Inf", "inf")
+                        .parse::<f64>()
+                        .unwrap(),
+                    b.value,
+                )
+            })
+            .collect();
+        bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert!(
+            bounds.len() >= 10,
+            "{method} {path}: {} buckets",
+            bounds.len()
+        );
+        assert!(
+            bounds[0].0 <= 0.0001,
+            "the first bucket must resolve sub-millisecond latencies"
+        );
+        assert!(
+            bounds.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{method} {path}: not cumulative"
+        );
+        assert_eq!(bounds.last().unwrap(), &(f64::INFINITY, h.value));
+        let sum = m
+            .value(
+                "http_request_duration_seconds_sum",
+                &[("method", method), ("path", path)],
+            )
+            .unwrap();
+        assert_eq!(sum > 0.0, h.value > 0.0, "{method} {path}: sum {sum}");
+    }
+
+    // The next scrape sees the previous one.
+    let m2 = scrape(&svc);
+    assert_eq!(
+        m2.value(
+            "http_requests_total",
+            &[("method", "GET"), ("path", "/metrics"), ("status", "200")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn ten_thousand_random_paths_create_no_series() {
+    let svc = Service::start(None);
+    // Warm every label combination the scan will use, then take the series set.
+    http::get(svc.addr, "/never-seen-before");
+    let before = scrape(&svc);
+
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let paths: Vec<String> = (0..2500)
+                .map(|i| format!("/{:x}/{w}-{i}/{:x}?q={:x}", next(), next() % 1000, next()))
+                .collect();
+            let addr = svc.addr;
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr).unwrap();
+                for p in paths {
+                    assert_eq!(conn.get(&p).unwrap().status, 404, "{p}");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+
+    let after = scrape(&svc);
+    let new: Vec<_> = after
+        .series()
+        .difference(&before.series())
+        .cloned()
+        .collect();
+    assert!(
+        new.is_empty(),
+        "new series after scanning 10,000 paths: {new:#?}"
+    );
+    assert_eq!(
+        after.value(
+            "http_requests_total",
+            &[("method", "GET"), ("path", "other"), ("status", "404")]
+        ),
+        Some(10_001.0)
+    );
+    let distinct_paths: std::collections::HashSet<_> = after
+        .samples
+        .iter()
+        .filter_map(|s| s.labels.get("path"))
+        .collect();
+    assert!(distinct_paths.len() <= 6, "{distinct_paths:?}");
+}

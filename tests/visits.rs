@@ -1,0 +1,265 @@
+//! The visit count under concurrency, across restarts, signals and storage failures.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::http::{self, Conn};
+use common::{Service, TempDir, eventually, json_field, json_u64};
+
+fn visit_json(conn: &mut Conn) -> std::io::Result<u64> {
+    let r = conn.send("GET", "/", &[("Accept", "application/json")], false)?;
+    if r.status != 200 {
+        return Err(std::io::Error::other(format!("status {}", r.status)));
+    }
+    Ok(json_u64(&r.body, "visits"))
+}
+
+fn stored(dir: &TempDir) -> u64 {
+    let text = std::fs::read_to_string(dir.file("visits")).unwrap();
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("visits file does not parse: {text:?}"))
+}
+
+#[test]
+fn concurrent_visits_lose_no_increment() {
+    let svc = Service::start(None);
+    let (threads, each) = (8, 250);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let addr = svc.addr;
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr).unwrap();
+                (0..each)
+                    .map(|_| visit_json(&mut conn).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let seen: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let distinct: HashSet<_> = seen.iter().copied().collect();
+    let total = (threads * each) as u64;
+    // Every acknowledged visit got its own number, and the numbers are exactly 1..=total.
+    assert_eq!(distinct.len() as u64, total);
+    assert_eq!(distinct, (1..=total).collect());
+    assert_eq!(
+        json_u64(&http::get(svc.addr, "/visits").body, "visits"),
+        total
+    );
+}
+
+#[test]
+fn graceful_restart_keeps_the_count() {
+    let dir = TempDir::new("restart");
+    let mut svc = Service::start(Some(dir.path()));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    for _ in 0..5 {
+        visit_json(&mut conn).unwrap();
+    }
+    drop(conn);
+    let status = svc.stop();
+    assert_eq!(status.code(), Some(0), "{}", svc.logs());
+    assert_eq!(stored(&dir), 5);
+    assert!(svc.logs().contains("5 visits persisted"), "{}", svc.logs());
+
+    let svc = Service::start(Some(dir.path()));
+    assert_eq!(json_u64(&http::get(svc.addr, "/visits").body, "visits"), 5);
+    let mut conn = Conn::open(svc.addr).unwrap();
+    assert_eq!(visit_json(&mut conn).unwrap(), 6);
+}
+
+#[test]
+fn sigterm_under_load_loses_no_acknowledged_visit() {
+    let dir = TempDir::new("sigterm");
+    let mut svc = Service::start(Some(dir.path()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let (addr, stop) = (svc.addr, stop.clone());
+            std::thread::spawn(move || {
+                // Half keep connections alive across the signal, half reconnect every time.
+                let mut acked = Vec::new();
+                let mut conn = Conn::open(addr).ok();
+                while !stop.load(Ordering::Relaxed) {
+                    let result = match (i % 2, conn.as_mut()) {
+                        (0, Some(c)) => visit_json(c),
+                        _ => Conn::open(addr).and_then(|mut c| visit_json(&mut c)),
+                    };
+                    match result {
+                        Ok(n) => acked.push(n),
+                        Err(_) => break, // the server stopped: nothing more is acknowledged
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    svc.signal(libc::SIGTERM);
+    let status = svc.wait(Duration::from_secs(15));
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<u64> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert_eq!(status.code(), Some(0), "{}", svc.logs());
+    assert!(
+        acked.len() > 50,
+        "too little load to prove anything: {}",
+        acked.len()
+    );
+
+    let persisted = stored(&dir);
+    let highest = *acked.iter().max().unwrap();
+    assert!(
+        persisted >= highest && persisted >= acked.len() as u64,
+        "persisted {persisted} < acknowledged (highest {highest}, {} answers)",
+        acked.len()
+    );
+    assert!(svc.logs().contains("SIGTERM received"), "{}", svc.logs());
+}
+
+#[test]
+fn sigkill_leaves_a_parseable_file_missing_at_most_a_second() {
+    let dir = TempDir::new("sigkill");
+    let mut svc = Service::start(Some(dir.path()));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    for _ in 0..40 {
+        visit_json(&mut conn).unwrap();
+    }
+    // Everything acknowledged more than a flush interval ago is on disk...
+    std::thread::sleep(Duration::from_millis(1600));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (addr, flag) = (svc.addr, stop.clone());
+    let load = std::thread::spawn(move || {
+        let mut conn = Conn::open(addr).unwrap();
+        let mut n = 0;
+        while !flag.load(Ordering::Relaxed) && visit_json(&mut conn).is_ok() {
+            n += 1;
+        }
+        n
+    });
+    // ...and SIGKILL lands in the middle of writes.
+    std::thread::sleep(Duration::from_millis(700));
+    svc.signal(libc::SIGKILL);
+    svc.wait(Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    let during = load.join().unwrap();
+    let persisted = stored(&dir);
+    assert!(
+        persisted >= 40 && persisted <= 40 + during,
+        "persisted {persisted}, sent {}",
+        40 + during
+    );
+
+    // The next start accepts the file.
+    let svc = Service::start(Some(dir.path()));
+    assert_eq!(
+        json_u64(&http::get(svc.addr, "/visits").body, "visits"),
+        persisted
+    );
+}
+
+#[test]
+fn corrupt_or_unreadable_file_refuses_to_start() {
+    let dir = TempDir::new("corrupt");
+    std::fs::write(dir.file("visits"), "12x\n").unwrap();
+    let out = common::run(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("corrupt") && stderr.contains(&dir.file("visits").display().to_string()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Restore") && stderr.contains("12x"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+    // Never reset: the file is exactly as it was.
+    assert_eq!(
+        std::fs::read_to_string(dir.file("visits")).unwrap(),
+        "12x\n"
+    );
+
+    std::fs::write(dir.file("visits"), "").unwrap();
+    let out = common::run(
+        &["--addr", "127.0.0.1:0"],
+        &[("WARPWATCH_DATA_DIR", dir.path().to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty file"));
+
+    // Unreadable: a directory where the file should be (permissions do not stop root).
+    std::fs::remove_file(dir.file("visits")).unwrap();
+    std::fs::create_dir(dir.file("visits")).unwrap();
+    let out = common::run(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("cannot read the visits file"), "{stderr}");
+}
+
+#[test]
+fn write_failures_make_readyz_fail_and_keep_counting() {
+    let dir = TempDir::new("writefail");
+    let svc = Service::start(Some(dir.path()));
+    assert_eq!(http::get(svc.addr, "/readyz").status, 200);
+
+    // The temp file's name taken by a directory makes every write fail, as a full disk would.
+    let blocker = dir.file(".visits.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let mut conn = Conn::open(svc.addr).unwrap();
+    for _ in 0..3 {
+        visit_json(&mut conn).unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || http::get(svc.addr, "/readyz")
+            .status
+            == 503),
+        "{}",
+        svc.logs()
+    );
+    let r = http::get(svc.addr, "/readyz");
+    assert_eq!(json_field(&r.body, "status"), "not ready");
+    assert!(
+        json_field(&r.body, "reason").contains("cannot write visits file"),
+        "{}",
+        r.body
+    );
+    assert!(svc.logged("ERROR"), "{}", svc.logs());
+    // Still serving and counting.
+    assert_eq!(visit_json(&mut conn).unwrap(), 4);
+    assert_eq!(http::get(svc.addr, "/healthz").status, 200);
+
+    std::fs::remove_dir(&blocker).unwrap();
+    assert!(eventually(Duration::from_secs(5), || http::get(
+        svc.addr, "/readyz"
+    )
+    .status
+        == 200));
+    assert_eq!(stored(&dir), 4);
+    assert!(svc.logged("writable again"), "{}", svc.logs());
+}
