@@ -51,6 +51,17 @@ let
         {option}`services.warpwatch.monitoring.enable` is set.
       '';
     };
+
+  # Loopback by default: a service is exposed only on purpose (with its openFirewall option).
+  listenAddressOption =
+    what:
+    mkOption {
+      type = types.str;
+      default = declared.bindAddress;
+      defaultText = lib.literalMD "`bindAddress` of nix/stack/declaration.nix (`\"127.0.0.1\"`)";
+      example = "0.0.0.0";
+      description = "Address ${what} listens on. Loopback unless exposed on purpose.";
+    };
 in
 {
   options.services.warpwatch = {
@@ -62,13 +73,7 @@ in
       description = "The warpwatch package; its binary also runs every healthcheck probe.";
     };
 
-    listenAddress = mkOption {
-      type = types.str;
-      default = declared.bindAddress;
-      defaultText = lib.literalMD "`bindAddress` of nix/stack/declaration.nix (`\"127.0.0.1\"`)";
-      example = "0.0.0.0";
-      description = "Address warpwatch listens on. Loopback unless exposed on purpose.";
-    };
+    listenAddress = listenAddressOption "warpwatch";
 
     port = mkOption {
       type = types.port;
@@ -135,12 +140,7 @@ in
       adminPasswordFile = secretFile "admin-password";
       secretKeyFile = secretFile "secret-key";
 
-      listenAddress = mkOption {
-        type = types.str;
-        default = declared.bindAddress;
-        defaultText = lib.literalMD "`bindAddress` of nix/stack/declaration.nix (`\"127.0.0.1\"`)";
-        description = "Address Grafana listens on.";
-      };
+      listenAddress = listenAddressOption "Grafana";
 
       openFirewall = mkOption {
         type = types.bool;

@@ -118,8 +118,10 @@ write_secrets() {
 # non-root uid could not read a 0600 file of ours. A POSIX ACL lets that one uid read them; for
 # everyone else they stay 0600. Rootless Docker runs container uid N as host uid (subuid start + N - 1).
 secret_reader_host_uid() {
-  local uid=$WARPWATCH_STACK_SECRET_READER_UID user name start rest
-  if docker info --format '{{.SecurityOptions}}' 2>/dev/null | grep -q rootless; then
+  local uid=$WARPWATCH_STACK_SECRET_READER_UID user name start rest options
+  # Captured first: `| grep -q` would race under pipefail (docker killed by SIGPIPE).
+  options=$(docker info --format '{{.SecurityOptions}}' 2>/dev/null || true)
+  if [[ $options == *rootless* ]]; then
     user=$(id -un)
     while IFS=: read -r name start rest; do
       if [ "$name" = "$user" ]; then

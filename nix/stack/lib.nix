@@ -1,16 +1,26 @@
 # Builtins-only helpers for the stack renderers. nixpkgs' lib is not available here on purpose: the
 # declaration and every rendering must evaluate offline with a bare `nix-instantiate`.
 rec {
-  # Merge `right` into `left`: attribute sets merge key by key, any other value is replaced.
-  deepMerge =
-    left: right:
+  # Merge `right` into `left` key by key; any other value is replaced, except that two lists are
+  # joined by `joinLists`.
+  mergeWith =
+    joinLists: left: right:
     if builtins.isAttrs left && builtins.isAttrs right then
       left
       // builtins.mapAttrs (
-        name: value: if builtins.hasAttr name left then deepMerge left.${name} value else value
+        name: value:
+        if builtins.hasAttr name left then mergeWith joinLists left.${name} value else value
       ) right
+    else if builtins.isList left && builtins.isList right then
+      joinLists left right
     else
       right;
+
+  # User overrides of the declaration: a list given replaces the declared one.
+  deepMerge = mergeWith (_: right: right);
+
+  # Fragments of configuration that accumulate (NixOS option values): lists are concatenated.
+  concatMerge = mergeWith (left: right: left ++ right);
 
   # Keep the attributes of `set` for which `pred name value` holds.
   filterAttrs =

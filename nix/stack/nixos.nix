@@ -68,7 +68,7 @@
   dashboardsPath ? configs.dashboardsDir,
 }:
 let
-  inherit (import ./lib.nix) seconds;
+  inherit (import ./lib.nix) concatMerge seconds;
   services = stack.services;
   shipper = stack.logShipper;
   loopback = (import ./lib.nix).listenAddress "host";
@@ -187,32 +187,15 @@ let
       };
     };
 
-  # Deep merge of the per-service fragments (attribute sets merge, lists concatenate).
-  merge =
-    left: right:
-    if builtins.isAttrs left && builtins.isAttrs right then
-      left
-      // builtins.mapAttrs (
-        name: value: if builtins.hasAttr name left then merge left.${name} value else value
-      ) right
-    else if builtins.isList left && builtins.isList right then
-      left ++ right
-    else
-      right;
-  mergeAll = builtins.foldl' merge { };
+  mergeAll = builtins.foldl' concatMerge { };
 
-  # systemd-analyze security ≤ 2.0 for the service: no privileges, no writable system, a syscall
-  # allow-list without @privileged/@resources, IPv4/IPv6 sockets only.
-  warpwatchHardening = {
-    DynamicUser = true;
+  # The sandbox every long-running unit of ours gets: no capabilities, a read-only system, no
+  # kernel or clock access, native syscalls only.
+  sandbox = {
     CapabilityBoundingSet = "";
-    AmbientCapabilities = "";
     NoNewPrivileges = true;
     PrivateTmp = true;
     PrivateDevices = true;
-    PrivateUsers = true;
-    PrivateIPC = true;
-    PrivateMounts = true;
     ProtectSystem = "strict";
     ProtectHome = true;
     ProtectClock = true;
@@ -222,18 +205,29 @@ let
     ProtectKernelModules = true;
     ProtectKernelTunables = true;
     ProtectProc = "invisible";
-    ProcSubset = "pid";
     LockPersonality = true;
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    SystemCallArchitectures = "native";
+    UMask = "0077";
+  };
+
+  # systemd-analyze security ≤ 2.0 for the service: the sandbox plus a private user, IPC and mount
+  # namespace, a syscall allow-list without @privileged/@resources, IPv4/IPv6 sockets only.
+  warpwatchHardening = sandbox // {
+    DynamicUser = true;
+    AmbientCapabilities = "";
+    PrivateUsers = true;
+    PrivateIPC = true;
+    PrivateMounts = true;
+    ProcSubset = "pid";
     MemoryDenyWriteExecute = true;
     RestrictAddressFamilies = [
       "AF_INET"
       "AF_INET6"
     ];
-    RestrictNamespaces = true;
-    RestrictRealtime = true;
-    RestrictSUIDSGID = true;
     RemoveIPC = true;
-    SystemCallArchitectures = "native";
     SystemCallFilter = [
       "@system-service"
       "~@privileged"
@@ -241,7 +235,6 @@ let
     ];
     SystemCallErrorNumber = "EPERM";
     DevicePolicy = "closed";
-    UMask = "0077";
   };
 
   isLoopbackOrWildcard = builtins.elem listenAddress [
@@ -337,43 +330,27 @@ let
   promtailUnit = shipperUnit // {
     description = "Promtail log shipper (end-of-life upstream)";
     wantedBy = [ "multi-user.target" ];
-    serviceConfig = shipperUnit.serviceConfig // {
-      ExecStart = "${promtail}/bin/promtail -config.file=/etc/${shipperConfigPath}";
-      DynamicUser = true;
-      SupplementaryGroups = [ "systemd-journal" ];
-      StateDirectory = stateDirectoryOf "promtail";
-      Restart = "always";
-      RestartSec = "2s";
-      TimeoutStopSec = "10s";
-      CapabilityBoundingSet = "";
-      NoNewPrivileges = true;
-      PrivateTmp = true;
-      PrivateDevices = true;
-      ProtectSystem = "strict";
-      ProtectHome = true;
-      ProtectClock = true;
-      ProtectControlGroups = true;
-      ProtectHostname = true;
-      ProtectKernelLogs = true;
-      ProtectKernelModules = true;
-      ProtectKernelTunables = true;
-      ProtectProc = "invisible";
-      LockPersonality = true;
-      RestrictAddressFamilies = [
-        "AF_UNIX"
-        "AF_INET"
-        "AF_INET6"
-      ];
-      RestrictNamespaces = true;
-      RestrictRealtime = true;
-      RestrictSUIDSGID = true;
-      SystemCallArchitectures = "native";
-      SystemCallFilter = [
-        "@system-service"
-        "~@privileged"
-      ];
-      UMask = "0077";
-    };
+    serviceConfig =
+      shipperUnit.serviceConfig
+      // sandbox
+      // {
+        ExecStart = "${promtail}/bin/promtail -config.file=/etc/${shipperConfigPath}";
+        DynamicUser = true;
+        SupplementaryGroups = [ "systemd-journal" ];
+        StateDirectory = stateDirectoryOf "promtail";
+        Restart = "always";
+        RestartSec = "2s";
+        TimeoutStopSec = "10s";
+        RestrictAddressFamilies = [
+          "AF_UNIX"
+          "AF_INET"
+          "AF_INET6"
+        ];
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged"
+        ];
+      };
   };
 
   shipperFragment =
