@@ -33,7 +33,6 @@ rustPlatform.buildRustPackage {
 
   meta = {
     inherit (manifest) description;
-    homepage = manifest.repository;
     license = lib.licenses.mit;
     mainProgram = "warpwatch";
     platforms = lib.platforms.linux ++ lib.platforms.darwin;
