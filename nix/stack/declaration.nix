@@ -68,6 +68,7 @@
       dependsOn = [ ];
       memoryMiB = 256;
       healthPath = "/healthz";
+      healthcheckTest = [ ];
       startPeriodSeconds = 5;
       metricsPath = "/metrics";
       published = true;
@@ -83,6 +84,7 @@
       dependsOn = [ "warpwatch" ];
       memoryMiB = 512;
       healthPath = "/-/healthy";
+      healthcheckTest = [ ];
       startPeriodSeconds = 10;
       metricsPath = "/metrics";
       published = false;
@@ -98,6 +100,7 @@
       dependsOn = [ ];
       memoryMiB = 512;
       healthPath = "/ready";
+      healthcheckTest = [ ];
       # Loki's ring needs a few seconds before /ready turns 200.
       startPeriodSeconds = 30;
       metricsPath = "/metrics";
@@ -114,6 +117,7 @@
       dependsOn = [ "loki" ];
       memoryMiB = 256;
       healthPath = "/ready";
+      healthcheckTest = [ ];
       startPeriodSeconds = 10;
       metricsPath = "/metrics";
       published = false;
@@ -129,6 +133,7 @@
       dependsOn = [ "loki" ];
       memoryMiB = 256;
       healthPath = "/-/ready";
+      healthcheckTest = [ ];
       startPeriodSeconds = 10;
       metricsPath = "/metrics";
       published = false;
@@ -147,6 +152,7 @@
       ];
       memoryMiB = 512;
       healthPath = "/api/health";
+      healthcheckTest = [ ];
       startPeriodSeconds = 30;
       metricsPath = "/metrics";
       published = true;

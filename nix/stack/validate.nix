@@ -99,6 +99,17 @@ let
         ++ absolute (field "dataDir") s.dataDir
         ++ nonEmpty (field "image.name") s.image.name
         ++ nonEmpty (field "image.tag") s.image.tag
+        ++ check (
+          s.healthcheckTest == [ ]
+          || (
+            builtins.all isString s.healthcheckTest
+            && elem (builtins.head s.healthcheckTest) [
+              "CMD"
+              "CMD-SHELL"
+            ]
+            && builtins.length s.healthcheckTest > 1
+          )
+        ) "${field "healthcheckTest"} must be [ ] (the built-in probe) or a list of strings starting with \"CMD\" or \"CMD-SHELL\" followed by the command (got ${show s.healthcheckTest})"
         ++ concatMap (
           dep:
           check (isString dep && elem dep names) "${field "dependsOn"} names unknown service ${show dep} (known: ${concatStringsSep ", " names})"

@@ -217,3 +217,28 @@ def test_override_changes_one_value_everywhere(tmp_path):
     assert "vector(1073741824)" in files["prometheus/rules.yml"]
     targets = [c["static_configs"][0]["targets"] for c in load(files["prometheus/prometheus.yml"])["scrape_configs"]]
     assert ["grafana:3300"] in targets
+
+
+UPSTREAM_PROMETHEUS = """{
+  services.prometheus = {
+    image = { name = "prom/prometheus"; tag = "v3.5.0"; };
+    uid = 65534;
+    dataDir = "/prometheus";
+    healthcheckTest = [ "CMD" "wget" "-q" "--spider" "http://127.0.0.1:9090/-/healthy" ];
+  };
+}"""
+
+
+def test_an_upstream_image_pinned_by_version_brings_its_own_healthcheck(tmp_path):
+    files = render_compose(tmp_path / "upstream", UPSTREAM_PROMETHEUS)
+    normalized = docker_compose_config(tmp_path / "upstream")
+    prometheus = compose_services(files)["prometheus"]
+    assert prometheus["image"] == "prom/prometheus:v3.5.0"
+    assert prometheus["user"] == "65534:65534"
+    assert prometheus["healthcheck"]["test"] == ["CMD", "wget", "-q", "--spider", "http://127.0.0.1:9090/-/healthy"]
+    # Timings stay the declared ones, and the state volume follows the image's data directory.
+    assert (prometheus["healthcheck"]["interval"], prometheus["healthcheck"]["retries"]) == ("30s", 3)
+    assert "prometheus-data:/prometheus" in prometheus["volumes"]
+    assert "--storage.tsdb.path=/prometheus" in prometheus["command"]
+    # Every other service keeps the built-in probe.
+    assert normalized["services"]["loki"]["healthcheck"]["test"][:3] == ["CMD", "/bin/warpwatch", "probe"]

@@ -27,6 +27,11 @@ PROJECT = "(import ./nix/stack {{ overrides = {}; }}).compose.project"
         ('{ services.grafana.dependsOn = [ "alloy" ]; }', 'services.grafana.dependsOn names "alloy", which is not running'),
         ("{ services.loki = 512; }", "services.loki must be an attribute set (got 512)"),
         ("[ ]", "overrides must be an attribute set"),
+        (
+            '{ services.loki.healthcheckTest = [ "wget" "http://127.0.0.1:3100/ready" ]; }',
+            'services.loki.healthcheckTest must be [ ] (the built-in probe) or a list of strings starting with "CMD"',
+        ),
+        ('{ services.loki.healthcheckTest = "wget"; }', 'services.loki.healthcheckTest must be a list (got "wget")'),
     ],
 )
 def test_bad_override_fails_naming_the_field(overrides, message):

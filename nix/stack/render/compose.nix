@@ -123,12 +123,16 @@ let
           };
         };
         healthcheck = {
-          test = [
-            "CMD"
-            "/bin/warpwatch"
-            "probe"
-            service.healthUrl
-          ];
+          test =
+            if service.healthcheckTest != [ ] then
+              service.healthcheckTest
+            else
+              [
+                "CMD"
+                "/bin/warpwatch"
+                "probe"
+                service.healthUrl
+              ];
           interval = seconds healthcheck.intervalSeconds;
           timeout = seconds healthcheck.timeoutSeconds;
           inherit (healthcheck) retries;
