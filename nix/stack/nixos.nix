@@ -154,21 +154,13 @@ let
             ${systemd}/bin/systemctl restart --no-block ${unit}
           fi
         '';
-        serviceConfig = {
+        # Root only to reach systemd's private socket for the restart; otherwise the sandbox,
+        # with the failure counter in /run.
+        serviceConfig = sandbox // {
           Type = "oneshot";
-          # Root only for systemctl; no capabilities, read-only system, counter in /run.
           RuntimeDirectory = "${stack.project}-health/${name}";
           RuntimeDirectoryPreserve = "yes";
           TimeoutStartSec = seconds (hc.timeoutSeconds + 5);
-          CapabilityBoundingSet = "";
-          NoNewPrivileges = true;
-          PrivateTmp = true;
-          PrivateDevices = true;
-          ProtectSystem = "strict";
-          ProtectHome = true;
-          ProtectKernelTunables = true;
-          ProtectKernelModules = true;
-          ProtectControlGroups = true;
           RestrictAddressFamilies = [
             "AF_UNIX"
             "AF_INET"
