@@ -22,14 +22,7 @@ let
     };
 
   lib = {
-    genAttrs =
-      names: f:
-      builtins.listToAttrs (
-        map (name: {
-          inherit name;
-          value = f name;
-        }) names
-      );
+    inherit (import ../../nix/stack/lib.nix) genAttrs;
     inherit (builtins) mapAttrs;
     optionalAttrs = condition: set: if condition then set else { };
     getExe = d: "${d}/bin/${d.meta.mainProgram}";
