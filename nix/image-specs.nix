@@ -24,7 +24,12 @@ let
     substring
     ;
 
-  inherit (import (stackDir + "/lib.nix")) deepMerge genAttrs;
+  inherit (import (stackDir + "/lib.nix"))
+    deepMerge
+    genAttrs
+    listenAddress
+    loopback
+    ;
 
   # A Docker tag is [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}; nixpkgs versions may carry a "+" or similar.
   toTag =
@@ -70,7 +75,7 @@ let
 
   environments = {
     warpwatch = [
-      "WARPWATCH_ADDR=0.0.0.0:${toString stack.services.warpwatch.port}"
+      "WARPWATCH_ADDR=${listenAddress "image-specs" "compose"}:${toString stack.services.warpwatch.port}"
       "WARPWATCH_DATA_DIR=${stack.services.warpwatch.dataDir}"
     ];
     grafana = [
@@ -164,7 +169,7 @@ let
   # The services the rendered compose file runs (the log shipper chosen by the declaration).
   composeServices = filter (name: hasAttr name images) (attrNames api.compose.file.services);
 
-  host = if stack.bindAddress == "0.0.0.0" then "127.0.0.1" else stack.bindAddress;
+  host = if stack.bindAddress == "0.0.0.0" then loopback else stack.bindAddress;
   published = filter (name: stack.services.${name}.published) composeServices;
 in
 {

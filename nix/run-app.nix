@@ -13,10 +13,10 @@ writeShellApplication {
     coreutils
     warpwatch
   ];
-  runtimeEnv.WARPWATCH_DEFAULT_ADDR = "127.0.0.1:${toString stack.services.warpwatch.port}";
+  runtimeEnv.WARPWATCH_DEFAULT_ADDR = "${stack.bindAddress}:${toString stack.services.warpwatch.port}";
   text = builtins.readFile ./run-app.sh;
   meta = {
-    description = "Start warpwatch on 127.0.0.1 with its data in the per-user state directory";
+    description = "Start warpwatch on ${stack.bindAddress} with its data in the per-user state directory";
     mainProgram = "warpwatch-run";
   };
 }

@@ -7,31 +7,27 @@
   overrides ? { },
 }:
 let
-  inherit (import ./lib.nix) filterAttrs mebibytes;
+  inherit (import ./lib.nix)
+    activeServiceNames
+    filterAttrs
+    loopback
+    mebibytes
+    ;
   toYAML = import ./yaml.nix;
 
   validated = import ./validate.nix (import ./declaration.nix) overrides;
 
-  activeServiceNames = [
-    "warpwatch"
-    "prometheus"
-    "loki"
-    validated.logShipper
-    "grafana"
-  ];
-
   # The declaration plus fields every rendering needs, computed once.
   stack = validated // {
-    inherit activeServiceNames;
+    activeServiceNames = activeServiceNames validated.logShipper;
     services = builtins.mapAttrs (
       name: service:
       service
       // {
         inherit name;
-        active = builtins.elem name activeServiceNames;
         memoryBytes = mebibytes service.memoryMiB;
         logTag = "${validated.project}/${name}";
-        healthUrl = "http://127.0.0.1:${toString service.port}${service.healthPath}";
+        healthUrl = "http://${loopback}:${toString service.port}${service.healthPath}";
       }
     ) validated.services;
   };
@@ -55,20 +51,8 @@ let
 
   compose = import ./render/compose.nix { inherit stack configs toYAML; };
 
-  # The NixOS mapping lives in its own file; it receives whichever of these arguments it declares.
-  nixos =
-    let
-      mapping = import ./nixos.nix;
-    in
-    mapping (
-      builtins.intersectAttrs (builtins.functionArgs mapping) {
-        inherit
-          stack
-          configs
-          toYAML
-          ;
-      }
-    );
+  # The NixOS mapping: option values for nix/module.nix (a function of packages and options).
+  nixos = import ./nixos.nix { inherit stack configs toYAML; };
 in
 {
   inherit
@@ -76,7 +60,6 @@ in
     compose
     configs
     toYAML
+    nixos
     ;
-  activeServices = filterAttrs (_: service: service.active) stack.services;
 }
-// (if builtins.pathExists ./nixos.nix then { inherit nixos; } else { })

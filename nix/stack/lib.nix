@@ -64,17 +64,33 @@ rec {
 
   mebibytes = n: n * 1024 * 1024;
 
-  # Where one service reaches another: by compose service name on the stack network, or over
-  # loopback on a NixOS host where every service binds 127.0.0.1.
-  addressOf =
-    caller: target: name:
-    if target == "compose" then
-      name
-    else if target == "host" then
-      "127.0.0.1"
+  # The services that run: everything but the log shipper not chosen.
+  activeServiceNames = logShipper: [
+    "warpwatch"
+    "prometheus"
+    "loki"
+    logShipper
+    "grafana"
+  ];
+
+  # Where a container probes itself, and where every service binds on a NixOS host.
+  loopback = "127.0.0.1";
+
+  # `target` is "compose" (containers on the stack network) or "host" (one NixOS machine);
+  # anything else is a caller's mistake, reported with the caller's name.
+  checkTarget =
+    caller: target:
+    if target == "compose" || target == "host" then
+      target
     else
       throw "warpwatch stack: ${caller}: target must be \"compose\" or \"host\" (got ${builtins.toJSON target})";
 
-  # The address a service listens on for `target`.
-  listenAddress = target: if target == "host" then "127.0.0.1" else "0.0.0.0";
+  # Where one service reaches another: by compose service name on the stack network, or over
+  # loopback on a host.
+  addressOf =
+    caller: target: name:
+    if checkTarget caller target == "compose" then name else loopback;
+
+  # The address a service listens on: every interface inside its container, loopback on a host.
+  listenAddress = caller: target: if checkTarget caller target == "host" then loopback else "0.0.0.0";
 }

@@ -68,10 +68,9 @@
   dashboardsPath ? configs.dashboardsDir,
 }:
 let
-  inherit (import ./lib.nix) concatMerge seconds;
+  inherit (import ./lib.nix) concatMerge loopback seconds;
   services = stack.services;
   shipper = stack.logShipper;
-  loopback = (import ./lib.nix).listenAddress "host";
 
   grafanaArgs = {
     adminPasswordFile = null;
@@ -230,7 +229,7 @@ let
   };
 
   isLoopbackOrWildcard = builtins.elem listenAddress [
-    "127.0.0.1"
+    loopback
     "0.0.0.0"
     "::"
   ];
@@ -265,9 +264,9 @@ let
         if openFirewall then [ services.warpwatch.port ] else [ ];
       warnings =
         (
-          if openFirewall && listenAddress == "127.0.0.1" then
+          if openFirewall && listenAddress == loopback then
             [
-              "services.warpwatch.openFirewall opens port ${toString services.warpwatch.port}, but warpwatch listens on 127.0.0.1 only; set services.warpwatch.listenAddress (e.g. \"0.0.0.0\") to expose it."
+              "services.warpwatch.openFirewall opens port ${toString services.warpwatch.port}, but warpwatch listens on ${loopback} only; set services.warpwatch.listenAddress (e.g. \"0.0.0.0\") to expose it."
             ]
           else
             [ ]
@@ -277,7 +276,7 @@ let
             [ ]
           else
             [
-              "services.warpwatch.listenAddress = ${builtins.toJSON listenAddress}: the healthcheck and Prometheus reach warpwatch on 127.0.0.1, so they will fail; use \"0.0.0.0\" (plus the firewall) to expose it."
+              "services.warpwatch.listenAddress = ${builtins.toJSON listenAddress}: the healthcheck and Prometheus reach warpwatch on ${loopback}, so they will fail; use \"0.0.0.0\" (plus the firewall) to expose it."
             ]
         );
       assertions = [ ];
@@ -472,9 +471,9 @@ let
         inherit message;
       }) secretProblems;
       warnings =
-        if grafanaArgs.openFirewall && grafanaArgs.listenAddress == "127.0.0.1" then
+        if grafanaArgs.openFirewall && grafanaArgs.listenAddress == loopback then
           [
-            "services.warpwatch.grafana.openFirewall opens port ${toString services.grafana.port}, but Grafana listens on 127.0.0.1 only; set services.warpwatch.grafana.listenAddress (e.g. \"0.0.0.0\") to expose it."
+            "services.warpwatch.grafana.openFirewall opens port ${toString services.grafana.port}, but Grafana listens on ${loopback} only; set services.warpwatch.grafana.listenAddress (e.g. \"0.0.0.0\") to expose it."
           ]
         else
           [ ];

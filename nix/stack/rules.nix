@@ -3,15 +3,13 @@
 # `warpwatch:memory_limit_bytes`, so the limits it compares against are the declared ones.
 { stack, toYAML }:
 let
-  inherit (import ./lib.nix) mebibytes;
-
   recording = toYAML {
     groups = [
       {
         name = "warpwatch-declared-limits";
         rules = map (name: {
           record = "warpwatch:memory_limit_bytes";
-          expr = "vector(${toString (mebibytes stack.services.${name}.memoryMiB)})";
+          expr = "vector(${toString stack.services.${name}.memoryBytes})";
           labels = {
             job = name;
           };

@@ -2,7 +2,7 @@
 # merged result against the rules below. Every message names the field and the offending value so
 # the user can fix the override without reading this file.
 let
-  inherit (import ./lib.nix) deepMerge;
+  inherit (import ./lib.nix) activeServiceNames deepMerge;
   inherit (builtins)
     attrNames
     concatMap
@@ -69,13 +69,7 @@ let
     stack:
     let
       names = attrNames stack.services;
-      active = [
-        "warpwatch"
-        "prometheus"
-        "loki"
-        stack.logShipper
-        "grafana"
-      ];
+      active = activeServiceNames stack.logShipper;
       check = ok: message: if ok then [ ] else [ message ];
       positive = field: value: check (positiveInt value) "${field} must be a positive integer (got ${show value})";
       nonNegative =

@@ -25,7 +25,6 @@ def test_declaration_evaluates_with_derived_fields():
     loki = stack["services"]["loki"]
     assert loki["memoryBytes"] == loki["memoryMiB"] * 1024 * 1024
     assert loki["healthUrl"] == f"http://127.0.0.1:{loki['port']}{loki['healthPath']}"
-    assert not stack["services"]["alloy"]["active"]
 
 
 @pytest.mark.parametrize("shipper", ["promtail", "alloy"])

@@ -12,6 +12,7 @@
 let
   inherit (import ../lib.nix)
     genAttrs
+    listenAddress
     prefixNames
     seconds
     ;
@@ -25,6 +26,8 @@ let
 
   volumeOf = name: "${name}-data";
   portOf = name: toString stack.services.${name}.port;
+  # Inside its container a service listens on every interface, so the published port reaches it.
+  listenOn = name: "${listenAddress "compose.file" "compose"}:${portOf name}";
 
   shipper = {
     # See declaration.nix `containerLogs`: reading the json-file logs needs their owner's uid.
@@ -39,7 +42,7 @@ let
   specific = {
     warpwatch = service: {
       environment = {
-        WARPWATCH_ADDR = "0.0.0.0:${portOf "warpwatch"}";
+        WARPWATCH_ADDR = listenOn "warpwatch";
         WARPWATCH_DATA_DIR = service.dataDir;
         RUST_LOG = "info";
       };
@@ -49,7 +52,7 @@ let
         "--config.file=/etc/prometheus/prometheus.yml"
         "--storage.tsdb.path=${service.dataDir}"
         "--storage.tsdb.retention.time=${stack.prometheus.retention}"
-        "--web.listen-address=0.0.0.0:${portOf "prometheus"}"
+        "--web.listen-address=${listenOn "prometheus"}"
       ];
       volumes = [ "./prometheus:/etc/prometheus:ro" ];
     };
@@ -65,7 +68,7 @@ let
         command = [
           "run"
           "--config.format=promtail"
-          "--server.http.listen-addr=0.0.0.0:${portOf "alloy"}"
+          "--server.http.listen-addr=${listenOn "alloy"}"
           "--storage.path=${service.dataDir}"
           "--disable-reporting"
           "/etc/promtail/promtail.yml"

@@ -7,8 +7,8 @@ stack:
   dataDir ? stack.services.loki.dataDir,
 }:
 let
-  inherit (import ../lib.nix) addressOf listenAddress;
-  listen = builtins.seq (addressOf "configs.loki" target "loki") (listenAddress target);
+  inherit (import ../lib.nix) listenAddress loopback;
+  listen = listenAddress "configs.loki" target;
 in
 {
   auth_enabled = false;
@@ -19,7 +19,7 @@ in
     log_level = "info";
   };
   common = {
-    instance_addr = "127.0.0.1";
+    instance_addr = loopback;
     path_prefix = dataDir;
     replication_factor = 1;
     ring = {

@@ -113,7 +113,7 @@ let
 in
 {
   server = {
-    http_listen_address = listenAddress target;
+    http_listen_address = listenAddress "configs.promtail" target;
     http_listen_port = stack.services.promtail.port;
     grpc_listen_port = 0;
   };
