@@ -163,10 +163,14 @@
             docker-compose
             yamllint
             shellcheck
-            wrk
+            acl
+            systemd
             jq
             nix
             nixfmt
+            # bench/run.sh
+            wrk
+            util-linux
             (python3.withPackages (ps: [
               ps.pytest
               ps.pyyaml

@@ -115,9 +115,9 @@ let
           };
       }
       // lib.genAttrs [
+        "acl"
         "cargo"
         "clippy"
-        "acl"
         "coreutils"
         "docker-compose"
         "gnugrep"
@@ -128,6 +128,8 @@ let
         "rustc"
         "rustfmt"
         "shellcheck"
+        "systemd"
+        "util-linux"
         "wrk"
         "yamllint"
       ] (name: pkg name "1");

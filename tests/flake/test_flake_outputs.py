@@ -191,6 +191,6 @@ def test_dev_shell_has_the_test_tools():
     )
     names = {n.split("-1-from")[0].split("-3.14.0")[0] for n in shell["packages"]}
     for tool in ("cargo", "rustc", "clippy", "rustfmt", "prometheus", "prometheus-cli", "docker-compose",
-                 "yamllint", "shellcheck", "wrk", "jq", "nix", "nixfmt"):
+                 "yamllint", "shellcheck", "acl", "systemd", "jq", "nix", "nixfmt", "wrk", "util-linux"):
         assert tool in names, tool
     assert shell["python"] == ["pytest", "pyyaml"]
