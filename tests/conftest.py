@@ -9,6 +9,8 @@ import os
 import shutil
 import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,8 @@ APT_PACKAGE = {
     "getfacl": "acl",
     "setfacl": "acl",
     "systemd-analyze": "systemd",
+    "docker": "docker.io",
+    **{tool: "coreutils" for tool in ("cat", "chmod", "cp", "env", "id", "mkdir", "mktemp", "mv", "od", "tail", "tr")},
 }
 
 
@@ -68,6 +72,64 @@ def _nix_instantiate(expr: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
     )
+
+
+def nix_value(value) -> str:
+    """A Python value as a Nix expression (JSON is valid Nix for strings, numbers, bools, lists)."""
+    if isinstance(value, dict):
+        return "{ " + " ".join(f"{json.dumps(k)} = {nix_value(v)};" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[ " + " ".join(nix_value(v) for v in value) + " ]"
+    if value is None:
+        return "null"
+    return json.dumps(value)
+
+
+def write_files(root: Path, files: dict[str, str], mode: int | None = None) -> Path:
+    """Write {relative path: text} under root (e.g. a rendered project); return root."""
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if mode is not None:
+            path.chmod(mode)
+    return root
+
+
+def http_get(url: str, timeout: float = 5, headers: dict | None = None) -> tuple[int, str]:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as response:
+        return response.status, response.read().decode()
+
+
+def wait_for(what: str, probe, deadline: float = 60, processes=()):
+    """Poll `probe` until it returns something truthy (returned); fail if a process in `processes`
+    exits first or the deadline passes. Connection errors while a server starts count as "not yet"."""
+    end = time.monotonic() + deadline
+    last = None
+    while time.monotonic() < end:
+        for proc in processes:
+            if proc.poll() is not None:
+                pytest.fail(f"{proc.args[0]} exited with {proc.returncode} while waiting for {what}", pytrace=False)
+        try:
+            last = probe()
+            if last:
+                return last
+        except (OSError, ValueError, KeyError, IndexError) as err:
+            last = err
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {deadline}s waiting for {what} (last: {last!r})", pytrace=False)
+
+
+def stop_process(proc: subprocess.Popen) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s; the exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def free_port() -> int:

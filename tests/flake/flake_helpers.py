@@ -1,11 +1,9 @@
 """Helpers for the flake tests: the pure parts of the flake evaluated offline with stand-in
 package versions and store paths (what nixpkgs would pass), and the two `nix run` scripts."""
 
-import json
-import shutil
 from pathlib import Path
 
-from conftest import ROOT, nix_eval
+from conftest import ROOT, nix_eval, nix_value, require_tool
 
 NIX = ROOT / "nix"
 STACK_APP = NIX / "stack-app.sh"
@@ -30,19 +28,12 @@ FAKE_VERSIONS = {
 }
 
 
-def fake_packages_nix(versions: dict[str, str] = FAKE_VERSIONS) -> str:
-    entries = " ".join(
-        f'{name} = {{ version = {json.dumps(v)}; path = "/nix/store/00000000000000000000000000000000-{name}-{v}"; }};'
-        for name, v in versions.items()
-    )
-    return "{ " + entries + " }"
-
-
 def specs_expr(overrides: str = "{ }", versions: dict[str, str] = FAKE_VERSIONS) -> str:
-    return (
-        f"(import ./nix/image-specs.nix {{ packages = {fake_packages_nix(versions)}; "
-        f"overrides = {overrides}; }})"
-    )
+    packages = {
+        name: {"version": v, "path": f"/nix/store/00000000000000000000000000000000-{name}-{v}"}
+        for name, v in versions.items()
+    }
+    return f"(import ./nix/image-specs.nix {{ packages = {nix_value(packages)}; overrides = {overrides}; }})"
 
 
 def eval_specs(attr: str, overrides: str = "{ }", versions: dict[str, str] = FAKE_VERSIONS):
@@ -51,7 +42,8 @@ def eval_specs(attr: str, overrides: str = "{ }", versions: dict[str, str] = FAK
 
 
 def declaration():
-    """The raw declaration file (the single source of the numbers), not its renderings."""
+    """The raw declaration file, not its renderings: for wiring checks of values the issue does
+    not fix (image names, uids, start periods). Required numbers come from tests/spec.py."""
     return nix_eval("import ./nix/stack/declaration.nix")
 
 
@@ -61,8 +53,7 @@ def tool_dir(tmp: Path, tools: list[str]) -> Path:
     bindir = tmp / "sysbin"
     bindir.mkdir(exist_ok=True)
     for tool in tools:
-        real = shutil.which(tool)
-        assert real is not None, f"{tool} is needed by the test (coreutils/grep/bash)"
+        real = require_tool(tool)
         link = bindir / tool
         if not link.exists():
             link.symlink_to(real)

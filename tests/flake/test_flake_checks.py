@@ -6,11 +6,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import nix_eval, require_tool
+from conftest import nix_eval, require_tool, write_files
 from flake_helpers import OUTPUTS
 
 
 def run_script(script: str, tmp: Path, env: dict) -> subprocess.CompletedProcess:
+    """A check's script as runCommand runs it: bash -euo pipefail, $out to create on success."""
     work = tmp / "build"
     work.mkdir()
     full_env = {
@@ -29,87 +30,59 @@ def run_script(script: str, tmp: Path, env: dict) -> subprocess.CompletedProcess
     )
 
 
-def write(path: Path, text: str) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return str(path)
-
-
-def stack_promtool():
+def run_stack_promtool(tmp: Path, edit_rules=lambda rules: rules) -> subprocess.CompletedProcess:
+    """checks.stack-promtool with its inputs from the flake (the rendered rules through edit_rules)."""
+    require_tool("promtool")
     # The script and its inputs: file texts, and the repository paths the store copies come from.
-    return nix_eval(
+    c = nix_eval(
         f"let o = {OUTPUTS}; c = o.checks.x86_64-linux.stack-promtool; in "
         "{ inherit (c) script; alerts = toString c.alerts; alertTests = toString c.alertTests; "
         "prometheusConfig = c.prometheusConfig.text; "
         "rules = c.rules.text; }"
     )
+    inputs = write_files(tmp / "in", {"prometheus.yml": c["prometheusConfig"], "rules.yml": edit_rules(c["rules"])})
+    env = {
+        "prometheusConfig": str(inputs / "prometheus.yml"),
+        "rules": str(inputs / "rules.yml"),
+        "alerts": c["alerts"],
+        "alertTests": c["alertTests"],
+    }
+    return run_script(c["script"], tmp, env)
 
 
 def test_stack_promtool_check_passes_with_the_real_promtool(tmp_path):
-    require_tool("promtool")
-    c = stack_promtool()
-    proc = run_script(
-        c["script"],
-        tmp_path,
-        {
-            "prometheusConfig": write(tmp_path / "in" / "prometheus.yml", c["prometheusConfig"]),
-            "rules": write(tmp_path / "in" / "rules.yml", c["rules"]),
-            "alerts": c["alerts"],
-            "alertTests": c["alertTests"],
-        },
-    )
+    proc = run_stack_promtool(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "out").exists()
     assert "SUCCESS" in proc.stdout + proc.stderr
 
 
 def test_stack_promtool_check_fails_on_a_broken_rule(tmp_path):
-    require_tool("promtool")
-    c = stack_promtool()
-    proc = run_script(
-        c["script"],
-        tmp_path,
-        {
-            "prometheusConfig": write(tmp_path / "in" / "prometheus.yml", c["prometheusConfig"]),
-            "rules": write(
-                tmp_path / "in" / "rules.yml",
-                c["rules"].replace("expr: up == 0", "expr: up ==== 0", 1),
-            ),
-            "alerts": c["alerts"],
-            "alertTests": c["alertTests"],
-        },
-    )
+    proc = run_stack_promtool(tmp_path, lambda rules: rules.replace("expr: up == 0", "expr: up ==== 0", 1))
     assert "up ==== 0" in (tmp_path / "in" / "rules.yml").read_text(), "the mutation must apply"
     assert proc.returncode != 0
     assert not (tmp_path / "out").exists()
 
 
-def stack_compose():
-    return nix_eval(
+def run_stack_compose(tmp: Path, edit_compose=lambda text: text) -> subprocess.CompletedProcess:
+    """checks.stack-compose on the flake's compose package (docker-compose.yml through edit_compose)."""
+    require_tool("docker-compose")
+    c = nix_eval(
         f"let o = {OUTPUTS}; c = o.checks.x86_64-linux.stack-compose; in "
         "{ inherit (c) script; files = builtins.mapAttrs (_: e: e.text) c.compose.entries; }"
     )
-
-
-def materialise(files: dict, root: Path) -> str:
-    for rel, text in files.items():
-        write(root / rel, text)
-    return str(root)
+    files = dict(c["files"], **{"docker-compose.yml": edit_compose(c["files"]["docker-compose.yml"])})
+    return run_script(c["script"], tmp, {"compose": str(write_files(tmp / "compose", files))})
 
 
 def test_stack_compose_check_passes_with_the_real_docker_compose(tmp_path):
-    require_tool("docker-compose")
-    c = stack_compose()
-    proc = run_script(c["script"], tmp_path, {"compose": materialise(c["files"], tmp_path / "compose")})
+    proc = run_stack_compose(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "out").exists()
 
 
 def test_stack_compose_check_fails_on_an_invalid_project(tmp_path):
-    require_tool("docker-compose")
-    c = stack_compose()
-    files = dict(c["files"])
-    files["docker-compose.yml"] += "\nservices_typo: {}\n"
-    proc = run_script(c["script"], tmp_path, {"compose": materialise(files, tmp_path / "compose")})
+    proc = run_stack_compose(tmp_path, lambda text: text + "\nservices_typo: {}\n")
     assert proc.returncode != 0
+    assert "services_typo" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     assert not (tmp_path / "out").exists()

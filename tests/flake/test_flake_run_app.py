@@ -4,12 +4,10 @@ checked with a recording stand-in."""
 
 import os
 import subprocess
-import time
-import urllib.request
+from functools import cache
 
-import pytest
-
-from conftest import free_port, nix_eval, require_tool
+import spec
+from conftest import free_port, http_get, nix_eval, stop_process, wait_for
 from flake_helpers import RUN_APP, tool_dir
 
 RECORDER = """#!/usr/bin/env bash
@@ -17,9 +15,19 @@ printf '%s\\n' "$WARPWATCH_ADDR" "$WARPWATCH_DATA_DIR" "$*"
 """
 
 
-def declared_default_addr() -> str:
-    port = nix_eval("(import ./nix/stack/declaration.nix).services.warpwatch.port")
-    return f"127.0.0.1:{port}"
+def run_app_nix(overrides: str = "{ }") -> dict:
+    """nix/run-app.nix with writeShellApplication replaced by the identity: what the flake builds."""
+    return nix_eval(
+        'import ./nix/run-app.nix { coreutils = "coreutils"; warpwatch = "warpwatch"; '
+        "writeShellApplication = args: args; "
+        f"stack = (import ./nix/stack {{ overrides = {overrides}; }}).stack; }}"
+    )
+
+
+@cache
+def flake_default_addr() -> str:
+    """The WARPWATCH_DEFAULT_ADDR the flake gives run-app.sh."""
+    return run_app_nix()["runtimeEnv"]["WARPWATCH_DEFAULT_ADDR"]
 
 
 def run_recorder(tmp_path, extra_env=None, args=()):
@@ -29,7 +37,7 @@ def run_recorder(tmp_path, extra_env=None, args=()):
     env = {
         "PATH": str(bindir),
         "HOME": str(tmp_path / "home"),
-        "WARPWATCH_DEFAULT_ADDR": declared_default_addr(),
+        "WARPWATCH_DEFAULT_ADDR": flake_default_addr(),
     }
     env.update(extra_env or {})
     proc = subprocess.run(["bash", str(RUN_APP), *args], env=env, capture_output=True, text=True)
@@ -38,13 +46,9 @@ def run_recorder(tmp_path, extra_env=None, args=()):
     return addr, data_dir, argv
 
 
-def test_shellcheck():
-    subprocess.run([require_tool("shellcheck"), str(RUN_APP)], check=True)
-
-
-def test_defaults_loopback_port_8080_and_home_state_dir(tmp_path):
+def test_defaults_loopback_required_port_and_home_state_dir(tmp_path):
     addr, data_dir, argv = run_recorder(tmp_path)
-    assert addr == "127.0.0.1:8080"
+    assert addr == f"{spec.LOOPBACK}:{spec.PORTS['warpwatch']}"
     assert data_dir == str(tmp_path / "home" / ".local" / "state" / "warpwatch")
     assert (tmp_path / "home" / ".local" / "state" / "warpwatch").is_dir()
     assert argv == ""
@@ -63,7 +67,7 @@ def test_xdg_state_home_and_explicit_settings_win(tmp_path):
 
 def test_port_alone_keeps_loopback(tmp_path):
     addr, _, _ = run_recorder(tmp_path, {"PORT": "9123"})
-    assert addr == "127.0.0.1:9123"
+    assert addr == f"{spec.LOOPBACK}:9123"
 
 
 def test_refuses_to_run_outside_the_flake(tmp_path):
@@ -84,31 +88,20 @@ def test_real_service_through_the_wrapper(tmp_path, warpwatch_bin):
     env = {
         "PATH": str(bindir),
         "HOME": str(tmp_path / "home"),
-        "WARPWATCH_DEFAULT_ADDR": declared_default_addr(),
+        "WARPWATCH_DEFAULT_ADDR": flake_default_addr(),
         "PORT": str(port),
     }
-    proc = subprocess.Popen(["bash", str(RUN_APP)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Output to a file: an unread pipe would block the service once its buffer filled.
+    with open(tmp_path / "warpwatch.log", "w") as log:
+        proc = subprocess.Popen(["bash", str(RUN_APP)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "warpwatch did not become ready"
-            time.sleep(0.1)
-        req = urllib.request.Request(f"{base}/", headers={"Accept": "application/json"})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            assert r.status == 200
-        assert listening_addresses(port) == {"127.0.0.1"}, "loopback only by default"
+        wait_for("warpwatch /readyz", lambda: http_get(f"{base}/readyz")[0] == 200, deadline=20, processes=[proc])
+        assert http_get(f"{base}/", headers={"Accept": "application/json"})[0] == 200
+        assert listening_addresses(port) == {spec.LOOPBACK}, "loopback only by default"
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-    assert proc.returncode == 0
+        status = stop_process(proc)
+    assert status == 0, (tmp_path / "warpwatch.log").read_text()
     visits = tmp_path / "home" / ".local" / "state" / "warpwatch" / "visits"
     assert visits.is_file(), "the visit count must persist in the per-user state directory"
 
@@ -125,13 +118,8 @@ def listening_addresses(port: int) -> set[str]:
 
 
 def test_the_flake_passes_the_declared_port():
-    # nix/run-app.nix with writeShellApplication replaced by the identity: the default address
-    # follows the declaration (here overridden), and the script is run-app.sh itself.
-    app = nix_eval(
-        "import ./nix/run-app.nix { coreutils = \"coreutils\"; warpwatch = \"warpwatch\"; "
-        "writeShellApplication = args: args; "
-        "stack = (import ./nix/stack { overrides = { services.warpwatch.port = 8181; }; }).stack; }"
-    )
-    assert app["runtimeEnv"] == {"WARPWATCH_DEFAULT_ADDR": "127.0.0.1:8181"}
+    # The default address follows the declaration (here overridden); the script is run-app.sh itself.
+    app = run_app_nix("{ services.warpwatch.port = 8181; }")
+    assert app["runtimeEnv"] == {"WARPWATCH_DEFAULT_ADDR": f"{spec.LOOPBACK}:8181"}
     assert app["text"] == RUN_APP.read_text()
     assert app["runtimeInputs"] == ["coreutils", "warpwatch"]

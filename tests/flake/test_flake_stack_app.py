@@ -2,17 +2,15 @@
 the real docker CLI and no daemon, and with a recording fake `docker` whose `compose up` validates
 the written project with the real docker-compose."""
 
-import json
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import nix_eval, require_tool
-from flake_helpers import STACK_APP, tool_dir
+from conftest import require_tool, write_files
+from flake_helpers import STACK_APP, eval_specs, tool_dir
 
 # What the script itself calls (coreutils, grep, bash), without docker.
 BASE_TOOLS = ["bash", "cat", "chmod", "cp", "grep", "id", "mkdir", "mktemp", "mv", "od", "setfacl", "tail", "tr", "env"]
@@ -63,8 +61,11 @@ printf 'tarball of %s\\n' {name}
 """
 
 
-# Grafana's container uid, from the declaration (the flake passes the same value to the script).
-GRAFANA_UID = nix_eval("(import ./nix/stack { }).stack.services.grafana.uid")
+# The uid the script must let read the secrets (WARPWATCH_STACK_SECRET_READER_UID; that the flake
+# passes Grafana's is checked in test_flake_outputs.py). Any non-root uid will do here.
+READER_UID = 4242
+# What the flake passes as WARPWATCH_STACK_URLS; `up` must print it.
+STACK_URLS = "warpwatch: http://127.0.0.1:18080/\ngrafana: http://127.0.0.1:13000/"
 
 
 def assert_private_but_readable_by(path: Path, uid: int):
@@ -82,22 +83,13 @@ def assert_private_but_readable_by(path: Path, uid: int):
 @pytest.fixture(scope="module")
 def compose_project():
     """The real rendered compose project (what packages.compose contains), as {path: text}."""
-    return nix_eval(
-        '(import ./nix/image-specs.nix { packages = builtins.mapAttrs (n: v: { version = v; path = "/x"; }) '
-        '{ warpwatch = "0.1.0"; prometheus = "3.14.0"; loki = "3.7.8"; promtail = "3.6.11"; '
-        'alloy = "1.12.1"; grafana = "12.4.0"; }; }).api.compose.project'
-    )
+    return eval_specs("specs.api.compose.project")
 
 
 class Env:
     def __init__(self, tmp: Path, project: dict):
         self.tmp = tmp
-        self.compose_dir = tmp / "store-compose"
-        for rel, text in project.items():
-            path = self.compose_dir / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            path.chmod(0o444)  # like the Nix store
+        self.compose_dir = write_files(tmp / "store-compose", project, mode=0o444)  # read-only like the store
         self.fake_dir = tmp / "fake"
         self.fake_dir.mkdir()
         self.log = self.fake_dir / "calls.log"
@@ -131,8 +123,8 @@ class Env:
             "WARPWATCH_STACK_PROJECT": "warpwatch",
             "WARPWATCH_STACK_COMPOSE": str(self.compose_dir),
             "WARPWATCH_STACK_IMAGES": "\n".join(f"{ref} {script}" for ref, script in self.streams),
-            "WARPWATCH_STACK_URLS": "warpwatch: http://127.0.0.1:8080/\ngrafana: http://127.0.0.1:3000/",
-            "WARPWATCH_STACK_SECRET_READER_UID": str(GRAFANA_UID),
+            "WARPWATCH_STACK_URLS": STACK_URLS,
+            "WARPWATCH_STACK_SECRET_READER_UID": str(READER_UID),
             "FAKE_LOG": str(self.log),
             "FAKE_DIR": str(self.fake_dir),
         }
@@ -150,11 +142,6 @@ def env(tmp_path, compose_project):
     return Env(tmp_path, compose_project)
 
 
-def test_scripts_pass_shellcheck():
-    shellcheck = require_tool("shellcheck")
-    subprocess.run([shellcheck, str(STACK_APP)], check=True)
-
-
 def test_docker_missing(env):
     proc = env.run("up", path_dirs=[env.sysbin])
     assert proc.returncode == 1
@@ -166,11 +153,12 @@ def test_docker_missing(env):
 def test_compose_v2_missing_with_the_real_docker_cli(env):
     # The real docker CLI (no compose plugin installed here) and Debian's docker-compose 1.x.
     real_docker = Path(require_tool("docker"))
-    if subprocess.run([str(real_docker), "compose", "version"], capture_output=True).returncode == 0:
-        pytest.fail("this test needs a docker CLI without the compose plugin", pytrace=False)
+    docker_config = {**os.environ, "DOCKER_CONFIG": str(env.tmp / "docker-config")}
+    if subprocess.run([str(real_docker), "compose", "version"], capture_output=True, env=docker_config).returncode == 0:
+        pytest.fail("this test needs a docker CLI without a system-wide compose plugin", pytrace=False)
     (env.docker_bin / "docker").symlink_to(real_docker)
     (env.docker_bin / "docker-compose").symlink_to(require_tool("docker-compose"))
-    proc = env.run("up", extra_env={"DOCKER_CONFIG": str(env.tmp / "docker-config")})
+    proc = env.run("up", extra_env={"DOCKER_CONFIG": docker_config["DOCKER_CONFIG"]})
     assert proc.returncode == 1
     assert "Docker Compose v2 was not found" in proc.stderr
     assert "docker-compose-plugin" in proc.stderr
@@ -223,7 +211,7 @@ def test_up_writes_project_generates_secrets_once_loads_images_and_waits(env, co
     password = (secrets / "grafana-admin-password").read_text()
     key = (secrets / "grafana-secret-key").read_text()
     for f in ("grafana-admin-password", "grafana-secret-key"):
-        assert_private_but_readable_by(secrets / f, GRAFANA_UID)
+        assert_private_but_readable_by(secrets / f, READER_UID)
     assert len(password) >= 32 and len(key) >= 64 and password not in key
     assert sorted(p.name for p in secrets.iterdir()) == ["grafana-admin-password", "grafana-secret-key"]
     assert first.stdout.count(password) == 1
@@ -239,7 +227,8 @@ def test_up_writes_project_generates_secrets_once_loads_images_and_waits(env, co
         f"--file {env.state_dir}/docker-compose.yml up -d --wait"
     ]
     assert calls.index("info") < calls.index(up[0])
-    assert "http://127.0.0.1:8080/" in first.stdout and "http://127.0.0.1:3000/" in first.stdout
+    for line in STACK_URLS.splitlines():
+        assert line.split(": ", 1)[1] in first.stdout, line
 
     # Second run: same secrets, password not printed again.
     second = env.run("up")
@@ -259,7 +248,7 @@ def test_secret_files_keep_their_content_when_the_project_changes(env):
     assert proc.returncode == 0, proc.stderr
     assert (secrets / "grafana-admin-password").read_text() == "chosen-by-the-user"
     assert "password" not in proc.stdout.lower()
-    assert_private_but_readable_by(secrets / "grafana-secret-key", GRAFANA_UID)
+    assert_private_but_readable_by(secrets / "grafana-secret-key", READER_UID)
 
 
 def test_up_failure_points_to_ps_and_logs(env):
@@ -315,7 +304,7 @@ def test_rootless_docker_grants_the_subuid_that_grafana_maps_to(env, tmp_path):
     subuid.write_text(f"someone-else:100000:65536\n{user}:200000:65536\n")
     proc = env.run("up", extra_env={"FAKE_ROOTLESS": "1", "WARPWATCH_STACK_SUBUID_FILE": str(subuid)})
     assert proc.returncode == 0, proc.stderr
-    assert_private_but_readable_by(env.state_dir / "secrets" / "grafana-admin-password", 200000 + GRAFANA_UID - 1)
+    assert_private_but_readable_by(env.state_dir / "secrets" / "grafana-admin-password", 200000 + READER_UID - 1)
 
 
 def test_rootless_docker_without_a_subuid_range_is_a_clear_error(env, tmp_path):

@@ -4,17 +4,9 @@ The mapping takes store paths as plain strings, so tests pass fake ones (or a di
 the real warpwatch binary) and assert on the option values it returns.
 """
 
-import json
 from pathlib import Path
 
-from conftest import nix_eval, nix_eval_error
-
-# What the issue requires of every deployment (the specification, deliberately not read from
-# nix/stack/declaration.nix).
-REQUIRED_MEMORY_MIB = {"prometheus": 512, "loki": 512, "grafana": 512, "warpwatch": 256, "promtail": 256}
-REQUIRED_HEALTHCHECK = {"interval": "30s", "timeout": 10, "retries": 3}
-REQUIRED_LOG_FILE_MIB = 10
-REQUIRED_LOG_FILES = 3
+from conftest import nix_eval, nix_eval_error, nix_value
 
 FAKE = {
     "warpwatch": "/nix/store/00000000000000000000000000000000-warpwatch",
@@ -25,15 +17,13 @@ FAKE = {
 SECRETS = {"adminPasswordFile": "/run/secrets/grafana-admin", "secretKeyFile": "/run/secrets/grafana-key"}
 
 
-def nix_value(value) -> str:
-    """A Python value as a Nix expression (JSON is valid Nix for strings, numbers, bools, lists)."""
-    if isinstance(value, dict):
-        return "{ " + " ".join(f"{json.dumps(k)} = {nix_value(v)};" for k, v in value.items()) + " }"
-    if isinstance(value, list):
-        return "[ " + " ".join(nix_value(v) for v in value) + " ]"
-    if value is None:
-        return "null"
-    return json.dumps(value)
+def warpwatch_package(directory: Path, warpwatch_bin: Path) -> Path:
+    """A package directory whose bin/warpwatch is the real binary, to pass as the mapping's
+    `warpwatch` store path."""
+    package = directory / "warpwatch-pkg"
+    (package / "bin").mkdir(parents=True)
+    (package / "bin" / "warpwatch").symlink_to(warpwatch_bin)
+    return package
 
 
 def mapping_expr(overrides: dict | None = None, **args) -> str:

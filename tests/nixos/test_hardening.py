@@ -2,27 +2,20 @@
 `systemd-analyze security --offline=true` (systemd's own exposure score)."""
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from nixos_helpers import mapping, write_unit
+from conftest import require_tool
+from nixos_helpers import mapping, warpwatch_package, write_unit
 
 MAX_EXPOSURE = 2.0
 
 
-def systemd_analyze() -> str:
-    path = shutil.which("systemd-analyze")
-    if path is None:
-        pytest.fail("systemd-analyze is not installed: apt-get install -y systemd", pytrace=False)
-    return path
-
-
 def exposure(unit_file: Path) -> float:
     proc = subprocess.run(
-        [systemd_analyze(), "security", "--offline=true", "--no-pager", str(unit_file)],
+        [require_tool("systemd-analyze"), "security", "--offline=true", "--no-pager", str(unit_file)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -35,10 +28,7 @@ def exposure(unit_file: Path) -> float:
 @pytest.fixture()
 def package(tmp_path: Path, warpwatch_bin: Path) -> Path:
     # ExecStart points at a real executable, as it would on the host.
-    package = tmp_path / "warpwatch-pkg"
-    (package / "bin").mkdir(parents=True)
-    (package / "bin" / "warpwatch").symlink_to(warpwatch_bin)
-    return package
+    return warpwatch_package(tmp_path, warpwatch_bin)
 
 
 def test_warpwatch_unit_exposure_is_at_most_two(tmp_path, package):

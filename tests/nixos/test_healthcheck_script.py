@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
-from nixos_helpers import REQUIRED_HEALTHCHECK, mapping
+import spec
+from conftest import free_port, stop_process, wait_for
+from nixos_helpers import mapping, warpwatch_package
 
 FAKE_SYSTEMCTL = """#!/bin/sh
 echo "$*" >> "$FAKE_SYSTEMCTL_LOG"
@@ -24,9 +25,7 @@ esac
 @pytest.fixture()
 def rig(tmp_path: Path, warpwatch_bin: Path):
     port = free_port()
-    package = tmp_path / "warpwatch-pkg"
-    (package / "bin").mkdir(parents=True)
-    (package / "bin" / "warpwatch").symlink_to(warpwatch_bin)
+    package = warpwatch_package(tmp_path, warpwatch_bin)
     systemd = tmp_path / "systemd-pkg"
     (systemd / "bin").mkdir(parents=True)
     (systemd / "bin" / "systemctl").write_text(FAKE_SYSTEMCTL)
@@ -57,15 +56,13 @@ def rig(tmp_path: Path, warpwatch_bin: Path):
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                probe = subprocess.run(
-                    [str(warpwatch_bin), "probe", f"http://127.0.0.1:{port}/healthz"], capture_output=True
-                )
-                if probe.returncode == 0:
-                    return
-                time.sleep(0.1)
-            pytest.fail("warpwatch did not become healthy")
+            url = f"http://127.0.0.1:{port}/healthz"
+            wait_for(
+                "warpwatch to become healthy",
+                lambda: subprocess.run([str(warpwatch_bin), "probe", url], capture_output=True).returncode == 0,
+                deadline=20,
+                processes=[self.server],
+            )
 
         def run(self, **env) -> subprocess.CompletedProcess:
             full_env = dict(os.environ, RUNTIME_DIRECTORY=str(runtime), FAKE_SYSTEMCTL_LOG=str(log), **env)
@@ -82,8 +79,7 @@ def rig(tmp_path: Path, warpwatch_bin: Path):
     yield rig
     if rig.server is not None:
         rig.server.send_signal(signal.SIGCONT)
-        rig.server.kill()
-        rig.server.wait()
+        stop_process(rig.server)
 
 
 def test_healthy_service_resets_the_counter(rig):
@@ -96,7 +92,7 @@ def test_healthy_service_resets_the_counter(rig):
 
 
 def test_restart_after_the_required_consecutive_failures(rig):
-    retries = REQUIRED_HEALTHCHECK["retries"]
+    retries = spec.HEALTHCHECK_RETRIES
     for attempt in range(1, retries + 1):
         proc = rig.run()
         assert proc.returncode == 0, proc.stderr

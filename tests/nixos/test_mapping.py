@@ -6,25 +6,15 @@ import re
 import pytest
 import yaml
 
+import spec
 from conftest import nix_eval
-from nixos_helpers import (
-    FAKE,
-    REQUIRED_HEALTHCHECK,
-    REQUIRED_LOG_FILE_MIB,
-    REQUIRED_LOG_FILES,
-    REQUIRED_MEMORY_MIB,
-    SECRETS,
-    mapping,
-    mapping_error,
-    mapping_expr,
-    merged,
-)
+from nixos_helpers import FAKE, SECRETS, mapping, mapping_error, mapping_expr, merged
 
 SHIPPERS = ["promtail", "alloy"]
 
 
 def active(shipper: str) -> list[str]:
-    return ["warpwatch", "prometheus", "loki", shipper, "grafana"]
+    return [shipper if name == "promtail" else name for name in spec.SERVICES]
 
 
 @pytest.fixture(scope="module", params=SHIPPERS)
@@ -36,7 +26,7 @@ def shipped(request):
 def test_memory_max_per_unit_is_the_required_limit(shipped):
     shipper, config = shipped
     units = config["systemd"]["services"]
-    required = dict(REQUIRED_MEMORY_MIB, alloy=REQUIRED_MEMORY_MIB["promtail"])
+    required = dict(spec.MEMORY_MIB, alloy=spec.MEMORY_MIB["promtail"])
     for name in active(shipper):
         assert units[name]["serviceConfig"]["MemoryMax"] == f"{required[name]}M", name
 
@@ -55,9 +45,9 @@ def test_every_unit_logs_to_a_namespace_bounded_like_json_file(shipped):
         text = etc[f"systemd/journald@{name}.conf"]["text"]
         settings = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
         assert text.startswith("[Journal]\n")
-        assert settings["SystemMaxFileSize"] == f"{REQUIRED_LOG_FILE_MIB}M"
-        assert settings["SystemMaxUse"] == f"{REQUIRED_LOG_FILE_MIB * REQUIRED_LOG_FILES}M"
-        assert settings["SystemMaxFiles"] == str(REQUIRED_LOG_FILES)
+        assert settings["SystemMaxFileSize"] == f"{spec.LOG_FILE_MIB}M"
+        assert settings["SystemMaxUse"] == f"{spec.LOG_FILE_MIB * spec.LOG_FILES}M"
+        assert settings["SystemMaxFiles"] == str(spec.LOG_FILES)
     # The host's global journald settings are left alone.
     assert "services" not in config or "journald" not in config["services"]
     assert not any(path == "systemd/journald.conf" for path in etc)
@@ -71,17 +61,17 @@ def test_rotation_override_reaches_the_namespaces():
 
 def test_healthcheck_timer_per_service(shipped):
     shipper, config = shipped
-    stack = nix_eval(f'(import ./nix/stack {{ overrides = {{ logShipper = "{shipper}"; }}; }}).stack')
+    interval = f"{spec.HEALTHCHECK_INTERVAL_S}s"
     for name in active(shipper):
         timer = config["systemd"]["timers"][f"warpwatch-health-{name}"]
         assert timer["wantedBy"] == ["timers.target"]
-        assert timer["timerConfig"]["OnUnitActiveSec"] == REQUIRED_HEALTHCHECK["interval"]
-        assert timer["timerConfig"]["OnActiveSec"] == REQUIRED_HEALTHCHECK["interval"]
+        assert timer["timerConfig"]["OnUnitActiveSec"] == interval
+        assert timer["timerConfig"]["OnActiveSec"] == interval
         check = config["systemd"]["services"][f"warpwatch-health-{name}"]
         script = check["script"]
-        url = f"http://127.0.0.1:{stack['services'][name]['port']}{stack['services'][name]['healthPath']}"
-        assert f"{FAKE['warpwatch']}/bin/warpwatch probe --timeout {REQUIRED_HEALTHCHECK['timeout']} {url}" in script
-        assert f'-ge {REQUIRED_HEALTHCHECK["retries"]} ]' in script
+        url = f"http://127.0.0.1:{spec.PORTS[name]}{spec.HEALTH_PATHS[name]}"
+        assert f"{FAKE['warpwatch']}/bin/warpwatch probe --timeout {spec.HEALTHCHECK_TIMEOUT_S} {url}" in script
+        assert f"-ge {spec.HEALTHCHECK_RETRIES} ]" in script
         assert f"systemctl restart --no-block {name}.service" in script
         assert check["serviceConfig"]["Type"] == "oneshot"
         # The failure counter lives in /run and survives between runs until reboot.
@@ -91,27 +81,29 @@ def test_healthcheck_timer_per_service(shipped):
 
 def test_loopback_and_closed_firewall_by_default():
     config = merged(mapping())
-    assert config["systemd"]["services"]["warpwatch"]["environment"]["WARPWATCH_ADDR"] == "127.0.0.1:8080"
+    warpwatch_addr = f"{spec.LOOPBACK}:{spec.PORTS['warpwatch']}"
+    assert config["systemd"]["services"]["warpwatch"]["environment"]["WARPWATCH_ADDR"] == warpwatch_addr
     assert config["networking"]["firewall"]["allowedTCPPorts"] == []
     services = config["services"]
-    assert services["grafana"]["settings"]["server"]["http_addr"] == "127.0.0.1"
+    assert services["grafana"]["settings"]["server"]["http_addr"] == spec.LOOPBACK
     assert services["grafana"]["openFirewall"] is False
-    assert services["prometheus"]["listenAddress"] == "127.0.0.1"
-    assert services["loki"]["configuration"]["server"]["http_listen_address"] == "127.0.0.1"
-    assert "--server.http.listen-addr=127.0.0.1:12345" in services["alloy"]["extraFlags"]
+    assert services["prometheus"]["listenAddress"] == spec.LOOPBACK
+    assert services["loki"]["configuration"]["server"]["http_listen_address"] == spec.LOOPBACK
+    assert f"--server.http.listen-addr={spec.LOOPBACK}:{spec.PORTS['alloy']}" in services["alloy"]["extraFlags"]
 
 
 def test_exposing_the_service_on_purpose():
     config = merged(mapping(listenAddress="0.0.0.0", openFirewall=True))
-    assert config["systemd"]["services"]["warpwatch"]["environment"]["WARPWATCH_ADDR"] == "0.0.0.0:8080"
-    assert config["networking"]["firewall"]["allowedTCPPorts"] == [8080]
+    assert config["systemd"]["services"]["warpwatch"]["environment"]["WARPWATCH_ADDR"] == f"0.0.0.0:{spec.PORTS['warpwatch']}"
+    assert config["networking"]["firewall"]["allowedTCPPorts"] == [spec.PORTS["warpwatch"]]
     assert config["warnings"] == [w for w in config["warnings"] if "openFirewall" not in w]
 
 
 def test_open_firewall_on_loopback_warns():
     config = merged(mapping(openFirewall=True, grafana={**SECRETS, "openFirewall": True}))
-    assert any("services.warpwatch.openFirewall opens port 8080" in w for w in config["warnings"])
-    assert any("services.warpwatch.grafana.openFirewall opens port 3000" in w for w in config["warnings"])
+    assert any(f"services.warpwatch.openFirewall opens port {spec.PORTS['warpwatch']}" in w for w in config["warnings"])
+    grafana_warning = f"services.warpwatch.grafana.openFirewall opens port {spec.PORTS['grafana']}"
+    assert any(grafana_warning in w for w in config["warnings"])
 
 
 def test_port_override_moves_service_scrape_and_probe():
@@ -173,16 +165,20 @@ def test_shipper_reads_every_namespace_journal(shipped):
         assert f"{FAKE['coreutils']}/bin/ln -sfn /var/log/journal/%m.{name} /run/{shipper}/journal-{name}" in links
         assert f"systemd-journald@{name}.service" in unit["wants"]
     assert unit["serviceConfig"]["RuntimeDirectory"] == shipper
-    assert promtail_config["clients"][0]["url"] == "http://127.0.0.1:3100/loki/api/v1/push"
+    assert promtail_config["clients"][0]["url"] == f"http://{spec.LOOPBACK}:{spec.PORTS['loki']}/loki/api/v1/push"
 
 
 def test_prometheus_scrapes_the_five_services(shipped):
     shipper, config = shipped
     prometheus = config["services"]["prometheus"]
     assert sorted(job["job_name"] for job in prometheus["scrapeConfigs"]) == sorted(active(shipper))
-    assert prometheus["retentionTime"] == "15d"
     assert prometheus["stateDir"] == "prometheus"
     assert "groups:" in prometheus["rules"][0]
+
+
+def test_prometheus_retention_follows_the_declaration():
+    prometheus = merged(mapping({"prometheus": {"retention": "7d"}}))["services"]["prometheus"]
+    assert prometheus["retentionTime"] == "7d"
 
 
 def test_grafana_secrets_stay_out_of_the_store():
@@ -198,8 +194,7 @@ def test_grafana_secrets_stay_out_of_the_store():
     ]
     datasources = grafana["provision"]["datasources"]["settings"]["datasources"]
     assert {(d["uid"], d["url"]) for d in datasources} == {
-        ("prometheus", "http://127.0.0.1:9090"),
-        ("loki", "http://127.0.0.1:3100"),
+        (name, f"http://{spec.LOOPBACK}:{spec.PORTS[name]}") for name in ("prometheus", "loki")
     }
     assert grafana["provision"]["dashboards"]["settings"]["providers"][0]["options"]["path"] == "/etc/test-dashboards"
 

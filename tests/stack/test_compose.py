@@ -7,15 +7,11 @@ import subprocess
 import pytest
 import yaml
 
+import spec
 from conftest import require_tool
-from stack_helpers import (
-    REQUIRED_HEALTH_PATHS,
-    REQUIRED_MEMORY_MIB,
-    REQUIRED_PORTS,
-    compose_services,
-    load,
-    render_compose,
-)
+from stack_helpers import compose_services, render_compose, run_render_compose
+
+HEALTHCHECK_TIMINGS = (f"{spec.HEALTHCHECK_INTERVAL_S}s", f"{spec.HEALTHCHECK_TIMEOUT_S}s", spec.HEALTHCHECK_RETRIES)
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +23,8 @@ def project(tmp_path_factory):
 def test_memory_limits_honoured_by_compose_v1_and_v2(project):
     _, files = project
     services = compose_services(files)
-    assert set(services) == set(REQUIRED_MEMORY_MIB)
-    for name, mib in REQUIRED_MEMORY_MIB.items():
+    assert set(services) == set(spec.SERVICES)
+    for name, mib in spec.MEMORY_MIB.items():
         service = services[name]
         # docker compose v2 applies deploy.resources.limits without --compatibility; v1 reads mem_limit.
         assert service["deploy"]["resources"]["limits"]["memory"] == f"{mib}m", name
@@ -40,9 +36,9 @@ def test_json_file_rotation_and_tag_on_every_service(project):
     tags = set()
     for name, service in compose_services(files).items():
         logging = service["logging"]
-        assert logging["driver"] == "json-file", name
-        assert logging["options"]["max-size"] == "10m", name
-        assert logging["options"]["max-file"] == "3", name
+        assert logging["driver"] == spec.LOG_DRIVER, name
+        assert logging["options"]["max-size"] == f"{spec.LOG_FILE_MIB}m", name
+        assert logging["options"]["max-file"] == str(spec.LOG_FILES), name
         assert name in logging["options"]["tag"], name
         tags.add(logging["options"]["tag"])
     assert len(tags) == len(compose_services(files)), "tags must tell services apart"
@@ -52,9 +48,9 @@ def test_healthchecks_probe_each_tools_own_endpoint(project):
     _, files = project
     for name, service in compose_services(files).items():
         check = service["healthcheck"]
-        assert (check["interval"], check["timeout"], check["retries"]) == ("30s", "10s", 3), name
+        assert (check["interval"], check["timeout"], check["retries"]) == HEALTHCHECK_TIMINGS, name
         assert re.fullmatch(r"\d+s", check["start_period"]), name
-        url = f"http://127.0.0.1:{REQUIRED_PORTS[name]}{REQUIRED_HEALTH_PATHS[name]}"
+        url = f"http://127.0.0.1:{spec.PORTS[name]}{spec.HEALTH_PATHS[name]}"
         assert check["test"] == ["CMD", "/bin/warpwatch", "probe", url], name
     assert compose_services(files)["loki"]["healthcheck"]["start_period"] != "0s"
 
@@ -75,10 +71,10 @@ def test_only_grafana_and_warpwatch_published_on_loopback(project):
     _, files = project
     services = compose_services(files)
     published = {name for name, s in services.items() if s.get("ports")}
-    assert published == {"grafana", "warpwatch"}
+    assert published == spec.PUBLISHED
     for name in published:
-        assert services[name]["ports"] == [f"127.0.0.1:{REQUIRED_PORTS[name]}:{REQUIRED_PORTS[name]}"]
-    networks = load(files["docker-compose.yml"])["networks"]
+        assert services[name]["ports"] == [f"{spec.LOOPBACK}:{spec.PORTS[name]}:{spec.PORTS[name]}"]
+    networks = yaml.safe_load(files["docker-compose.yml"])["networks"]
     for name, service in services.items():
         if name not in published:
             assert all(networks[n].get("internal") for n in service["networks"]), name
@@ -99,12 +95,12 @@ def test_hardening_non_root_read_only_no_docker_socket(project):
             assert all(v.endswith(":ro") for v in service["volumes"] if v.startswith("/"))
         else:
             assert uid >= 1000, name
-    assert "version" not in load(files["docker-compose.yml"])
+    assert "version" not in yaml.safe_load(files["docker-compose.yml"])
 
 
 def test_state_in_named_volumes(project):
     _, files = project
-    doc = load(files["docker-compose.yml"])
+    doc = yaml.safe_load(files["docker-compose.yml"])
     for name in ("prometheus", "loki", "grafana", "warpwatch"):
         named = [v for v in doc["services"][name]["volumes"] if not v.startswith(("/", "."))]
         assert named, f"{name} has no named volume"
@@ -137,7 +133,7 @@ def test_every_mounted_file_and_referenced_config_is_rendered(project):
 
 def test_grafana_secrets_come_from_files_and_are_not_rendered(project):
     out, files = project
-    doc = load(files["docker-compose.yml"])
+    doc = yaml.safe_load(files["docker-compose.yml"])
     grafana = doc["services"]["grafana"]
     env = grafana["environment"]
     assert "GF_SECURITY_ADMIN_PASSWORD" not in env and "GF_SECURITY_SECRET_KEY" not in env
@@ -179,7 +175,8 @@ def docker_compose_config(out):
 def test_docker_compose_config_accepts_the_project(project):
     out, _ = project
     normalized = docker_compose_config(out)
-    assert normalized["services"]["loki"]["mem_limit"] in ("512m", 536870912, "536870912")
+    loki_limit = spec.MEMORY_MIB["loki"]
+    assert normalized["services"]["loki"]["mem_limit"] in (f"{loki_limit}m", loki_limit * spec.MIB, str(loki_limit * spec.MIB))
 
 
 def test_docker_compose_config_rejects_a_broken_project(tmp_path):
@@ -202,8 +199,9 @@ def test_alloy_replaces_promtail_and_runs_the_same_config(tmp_path):
     assert command[:2] == ["run", "--config.format=promtail"]
     assert command[-1] == "/etc/promtail/promtail.yml"
     assert "./promtail:/etc/promtail:ro" in services["alloy"]["volumes"]
-    assert services["alloy"]["deploy"]["resources"]["limits"]["memory"] == "256m"
-    assert services["alloy"]["healthcheck"]["test"][-1] == "http://127.0.0.1:12345/-/ready"
+    # Alloy takes the shipper's place, limit included.
+    assert services["alloy"]["deploy"]["resources"]["limits"]["memory"] == f"{spec.MEMORY_MIB['promtail']}m"
+    assert services["alloy"]["healthcheck"]["test"][-1] == f"http://127.0.0.1:{spec.PORTS['alloy']}{spec.HEALTH_PATHS['alloy']}"
 
 
 def test_override_changes_one_value_everywhere(tmp_path):
@@ -213,9 +211,11 @@ def test_override_changes_one_value_everywhere(tmp_path):
     assert services["grafana"]["environment"]["GF_SERVER_HTTP_PORT"] == "3300"
     assert services["grafana"]["healthcheck"]["test"][-1] == "http://127.0.0.1:3300/api/health"
     assert services["loki"]["mem_limit"] == "1024m"
-    assert services["prometheus"]["mem_limit"] == "512m"
-    assert "vector(1073741824)" in files["prometheus/rules.yml"]
-    targets = [c["static_configs"][0]["targets"] for c in load(files["prometheus/prometheus.yml"])["scrape_configs"]]
+    assert services["prometheus"]["mem_limit"] == f"{spec.MEMORY_MIB['prometheus']}m"
+    assert f"vector({1024 * spec.MIB})" in files["prometheus/rules.yml"]
+    targets = [
+        c["static_configs"][0]["targets"] for c in yaml.safe_load(files["prometheus/prometheus.yml"])["scrape_configs"]
+    ]
     assert ["grafana:3300"] in targets
 
 
@@ -237,8 +237,27 @@ def test_an_upstream_image_pinned_by_version_brings_its_own_healthcheck(tmp_path
     assert prometheus["user"] == "65534:65534"
     assert prometheus["healthcheck"]["test"] == ["CMD", "wget", "-q", "--spider", "http://127.0.0.1:9090/-/healthy"]
     # Timings stay the declared ones, and the state volume follows the image's data directory.
-    assert (prometheus["healthcheck"]["interval"], prometheus["healthcheck"]["retries"]) == ("30s", 3)
+    check = prometheus["healthcheck"]
+    assert (check["interval"], check["timeout"], check["retries"]) == HEALTHCHECK_TIMINGS
     assert "prometheus-data:/prometheus" in prometheus["volumes"]
     assert "--storage.tsdb.path=/prometheus" in prometheus["command"]
     # Every other service keeps the built-in probe.
     assert normalized["services"]["loki"]["healthcheck"]["test"][:3] == ["CMD", "/bin/warpwatch", "probe"]
+
+
+def test_render_compose_help_and_bad_arguments(tmp_path):
+    help_text = run_render_compose("--help")
+    assert help_text.returncode == 0
+    assert "Usage: scripts/render-compose [--overrides FILE.nix] OUT_DIR" in help_text.stdout
+    assert "set -" not in help_text.stdout, "--help must print the header comment only"
+    missing = run_render_compose("--overrides", str(tmp_path / "nope.nix"), str(tmp_path / "out"))
+    assert missing.returncode == 2
+    assert f"overrides file not found: {tmp_path / 'nope.nix'}" in missing.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_render_compose_accepts_paths_with_spaces(tmp_path):
+    directory = tmp_path / "my stack"
+    directory.mkdir()
+    files = render_compose(directory / "out dir", "{ services.grafana.port = 3300; }")
+    assert compose_services(files)["grafana"]["ports"] == [f"{spec.LOOPBACK}:3300:3300"]

@@ -8,9 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import ROOT, nix_eval, require_tool
-from stack_helpers import REQUIRED_PORTS, compose_services, load, render_compose, render_yaml, stack_expr
+import spec
+from conftest import ROOT, nix_eval, nix_value, require_tool
+from stack_helpers import compose_services, render_compose, render_yaml, stack_expr
 
 DASHBOARDS = ROOT / "configs" / "grafana" / "dashboards"
 
@@ -21,12 +23,10 @@ def project(tmp_path_factory):
     return out, render_compose(out)
 
 
-def yamllint(paths):
+def yamllint(paths) -> subprocess.CompletedProcess:
+    """The repository's yamllint configuration, strict, on paths."""
     tool = require_tool("yamllint")
-    proc = subprocess.run(
-        [tool, "--strict", "-c", str(ROOT / ".yamllint"), *map(str, paths)], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return subprocess.run([tool, "--strict", "-c", str(ROOT / ".yamllint"), *map(str, paths)], capture_output=True, text=True)
 
 
 def test_yamllint_accepts_every_rendered_yaml(project, tmp_path):
@@ -38,15 +38,15 @@ def test_yamllint_accepts_every_rendered_yaml(project, tmp_path):
         path = tmp_path / f"host-{config}.yml"
         path.write_text(render_yaml(config, "host"))
         host.append(path)
-    yamllint(yaml_files + host)
+    proc = yamllint(yaml_files + host)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_yamllint_would_catch_a_defect(tmp_path):
     bad = tmp_path / "bad.yml"
     bad.write_text("a:\n- b\n")  # sequence not indented under its key
-    tool = require_tool("yamllint")
-    proc = subprocess.run([tool, "--strict", "-c", str(ROOT / ".yamllint"), str(bad)], capture_output=True)
-    assert proc.returncode != 0
+    proc = yamllint([bad])
+    assert proc.returncode != 0 and "indentation" in proc.stdout, proc.stdout
 
 
 def test_toyaml_keeps_tricky_strings_as_strings():
@@ -54,7 +54,7 @@ def test_toyaml_keeps_tricky_strings_as_strings():
         '(import ./nix/stack { }).toYAML { no = "no"; version = "3.10"; mode = "0600"; '
         'quote = "a \\"b\\" c: d # e"; empty = { }; list = [ [ 1 2 ] { x = null; } ]; "on" = true; }'
     )
-    assert load(text) == {
+    assert yaml.safe_load(text) == {
         "no": "no",
         "version": "3.10",
         "mode": "0600",
@@ -67,9 +67,9 @@ def test_toyaml_keeps_tricky_strings_as_strings():
 
 @pytest.mark.parametrize("target", ["compose", "host"])
 def test_loki_single_node_filesystem_tsdb_v13_with_retention(target):
-    config = load(render_yaml("loki", target))
+    config = yaml.safe_load(render_yaml("loki", target))
     assert config["auth_enabled"] is False
-    assert config["server"]["http_listen_port"] == REQUIRED_PORTS["loki"]
+    assert config["server"]["http_listen_port"] == spec.PORTS["loki"]
     common = config["common"]
     assert common["replication_factor"] == 1
     assert common["ring"]["kvstore"]["store"] == "inmemory"
@@ -94,7 +94,7 @@ def test_loki_single_node_filesystem_tsdb_v13_with_retention(target):
 def test_loki_state_lives_in_its_volume(project):
     _, files = project
     loki = compose_services(files)["loki"]
-    prefix = load(files["loki/loki.yml"])["common"]["path_prefix"]
+    prefix = yaml.safe_load(files["loki/loki.yml"])["common"]["path_prefix"]
     assert any(v.split(":")[1] == prefix and not v.startswith((".", "/")) for v in loki["volumes"])
 
 
@@ -116,11 +116,11 @@ def level_of(stages, line):
 
 def test_promtail_compose_reads_tagged_json_file_logs(project):
     _, files = project
-    config = load(files["promtail/promtail.yml"])
+    config = yaml.safe_load(files["promtail/promtail.yml"])
     services = compose_services(files)
     shipper = services["promtail"]
-    assert config["server"]["http_listen_port"] == REQUIRED_PORTS["promtail"]
-    assert config["clients"] == [{"url": f"http://loki:{REQUIRED_PORTS['loki']}/loki/api/v1/push"}]
+    assert config["server"]["http_listen_port"] == spec.PORTS["promtail"]
+    assert config["clients"] == [{"url": f"http://loki:{spec.PORTS['loki']}/loki/api/v1/push"}]
     # positions.yaml must be in a writable volume of the shipper (its root filesystem is read-only).
     positions_dir = str(Path(config["positions"]["filename"]).parent)
     writable = [v.split(":")[1] for v in shipper["volumes"] if not v.startswith((".", "/"))]
@@ -149,8 +149,8 @@ def test_promtail_compose_reads_tagged_json_file_logs(project):
 
 def test_promtail_host_reads_every_journal_labelled_by_unit():
     paths = ["/var/log/journal", "/var/log/journal/0123.warpwatch"]
-    config = load(render_yaml("promtail", "host", args=f"journalPaths = {nix_list(paths)};"))
-    assert config["clients"] == [{"url": f"http://127.0.0.1:{REQUIRED_PORTS['loki']}/loki/api/v1/push"}]
+    config = yaml.safe_load(render_yaml("promtail", "host", args=f"journalPaths = {nix_value(paths)};"))
+    assert config["clients"] == [{"url": f"http://127.0.0.1:{spec.PORTS['loki']}/loki/api/v1/push"}]
     assert config["server"]["http_listen_address"] == "127.0.0.1"
     jobs = config["scrape_configs"]
     assert [j["journal"]["path"] for j in jobs] == paths
@@ -164,22 +164,18 @@ def test_promtail_host_reads_every_journal_labelled_by_unit():
             assert level_of(job["pipeline_stages"], line) == level
 
 
-def nix_list(items):
-    return "[ " + " ".join(json.dumps(i) for i in items) + " ]"
-
-
 def test_grafana_provisioning_matches_compose(project):
     _, files = project
     grafana = compose_services(files)["grafana"]
-    datasources = load(files["grafana/provisioning/datasources/datasources.yml"])
+    datasources = yaml.safe_load(files["grafana/provisioning/datasources/datasources.yml"])
     assert datasources["apiVersion"] == 1
     by_uid = {d["uid"]: d for d in datasources["datasources"]}
     assert set(by_uid) == {"prometheus", "loki"}
     for uid, ds in by_uid.items():
         assert ds["type"] == uid and ds["name"] and ds["access"] == "proxy"
-        assert ds["url"] == f"http://{uid}:{REQUIRED_PORTS[uid]}"
+        assert ds["url"] == f"http://{uid}:{spec.PORTS[uid]}"
     assert sum(1 for d in by_uid.values() if d.get("isDefault")) == 1
-    providers = load(files["grafana/provisioning/dashboards/dashboards.yml"])
+    providers = yaml.safe_load(files["grafana/provisioning/dashboards/dashboards.yml"])
     assert providers["apiVersion"] == 1
     (provider,) = providers["providers"]
     assert provider["type"] == "file" and provider["name"]
@@ -191,7 +187,7 @@ def test_grafana_provisioning_matches_compose(project):
 def test_grafana_host_rendering_uses_loopback():
     config = nix_eval(stack_expr('s.configs.grafana { target = "host"; dashboardsPath = "/srv/dashboards"; }'))
     urls = {d["uid"]: d["url"] for d in config["datasources"]["datasources"]}
-    assert urls == {"prometheus": "http://127.0.0.1:9090", "loki": "http://127.0.0.1:3100"}
+    assert urls == {name: f"http://{spec.LOOPBACK}:{spec.PORTS[name]}" for name in ("prometheus", "loki")}
     assert config["dashboards"]["providers"][0]["options"]["path"] == "/srv/dashboards"
 
 
@@ -209,7 +205,7 @@ def all_datasources(node):
 def test_every_dashboard_datasource_uid_is_provisioned(project):
     _, files = project
     provisioned = {
-        (d["type"], d["uid"]) for d in load(files["grafana/provisioning/datasources/datasources.yml"])["datasources"]
+        (d["type"], d["uid"]) for d in yaml.safe_load(files["grafana/provisioning/datasources/datasources.yml"])["datasources"]
     }
     dashboards = sorted(DASHBOARDS.glob("*.json"))
     assert {p.name for p in dashboards} == {"service.json", "logs.json", "stack.json"}

@@ -1,30 +1,19 @@
-"""Every .nix file parses; the declaration and every rendering evaluate offline."""
-
-import subprocess
+"""The declaration and every rendering evaluate offline (scripts/test's nix_parse stage parses
+every .nix file of the repository)."""
 
 import pytest
 
-from conftest import ROOT, nix_eval, nix_eval_error, require_tool
+import spec
+from conftest import nix_eval, nix_eval_error
 from stack_helpers import stack_expr
-
-
-def test_every_stack_nix_file_parses():
-    # scripts/test's nix_parse stage parses every .nix file of the repository; this covers the
-    # declaration and its renderers (nixos.nix, the NixOS mapping, is tested with the module).
-    tool = require_tool("nix-instantiate")
-    files = sorted(p for p in ROOT.glob("nix/stack/**/*.nix") if p.name != "nixos.nix")
-    assert any(f.name == "declaration.nix" for f in files)
-    for path in files:
-        proc = subprocess.run([tool, "--parse", str(path)], capture_output=True, text=True)
-        assert proc.returncode == 0, f"{path} does not parse:\n{proc.stderr}"
 
 
 def test_declaration_evaluates_with_derived_fields():
     stack = nix_eval("(import ./nix/stack { }).stack")
-    assert stack["activeServiceNames"] == ["warpwatch", "prometheus", "loki", "promtail", "grafana"]
+    assert stack["activeServiceNames"] == list(spec.SERVICES)
     loki = stack["services"]["loki"]
-    assert loki["memoryBytes"] == loki["memoryMiB"] * 1024 * 1024
-    assert loki["healthUrl"] == f"http://127.0.0.1:{loki['port']}{loki['healthPath']}"
+    assert loki["memoryBytes"] == spec.MEMORY_MIB["loki"] * spec.MIB
+    assert loki["healthUrl"] == f"http://127.0.0.1:{spec.PORTS['loki']}{spec.HEALTH_PATHS['loki']}"
 
 
 @pytest.mark.parametrize("shipper", ["promtail", "alloy"])

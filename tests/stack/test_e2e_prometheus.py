@@ -4,69 +4,33 @@ rendering (ports and intervals overridden for the test), observed through Promet
 import json
 import os
 import subprocess
-import time
 import urllib.parse
-import urllib.request
 
 import pytest
 
-from conftest import free_port, nix_eval, require_tool
-from stack_helpers import REQUIRED_MEMORY_MIB, render_yaml, stack_expr
-
-DEADLINE = 60
-
-
-def get(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.status, response.read().decode()
+import spec
+from conftest import free_port, http_get, require_tool, stop_process, wait_for
+from stack_helpers import REQUIRED_ALERTS, write_prometheus_host_config
 
 
 def query(base, promql):
-    _, body = get(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+    _, body = http_get(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
     data = json.loads(body)
     assert data["status"] == "success", data
     return data["data"]["result"]
 
 
-def wait_for(what, probe, deadline=DEADLINE, processes=()):
-    end = time.monotonic() + deadline
-    last = None
-    while time.monotonic() < end:
-        for proc in processes:
-            assert proc.poll() is None, f"{proc.args[0]} exited with {proc.returncode} while waiting for {what}"
-        try:
-            value = probe()
-            if value:
-                return value
-            last = value
-        except (OSError, ValueError, KeyError, IndexError) as err:
-            last = err
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {deadline}s waiting for {what} (last: {last!r})")
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture
-def running_stack(warpwatch_bin, tmp_path):
+@pytest.fixture(scope="module")
+def running_stack(warpwatch_bin, tmp_path_factory):
     prometheus_bin = require_tool("prometheus")
+    tmp_path = tmp_path_factory.mktemp("e2e")
     ports = {name: free_port() for name in ("warpwatch", "prometheus", "loki")}
     overrides = (
         "{ prometheus.scrapeIntervalSeconds = 1; prometheus.evaluationIntervalSeconds = 1; "
         + " ".join(f"services.{name}.port = {port};" for name, port in ports.items())
         + " }"
     )
-    config = tmp_path / "prometheus.yml"
-    config.write_text(render_yaml("prometheus", "host", overrides))
-    (tmp_path / "rules.yml").write_text(nix_eval(stack_expr("s.configs.rules", overrides)))
+    config = write_prometheus_host_config(tmp_path, overrides)
 
     (tmp_path / "data").mkdir()
     logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("warpwatch", "prometheus")}
@@ -94,12 +58,12 @@ def running_stack(warpwatch_bin, tmp_path):
         )
         warpwatch = f"http://127.0.0.1:{ports['warpwatch']}"
         prometheus = f"http://127.0.0.1:{ports['prometheus']}"
-        wait_for("warpwatch /healthz", lambda: get(f"{warpwatch}/healthz")[0] == 200, processes=processes)
-        wait_for("prometheus /-/ready", lambda: get(f"{prometheus}/-/ready")[0] == 200, processes=processes)
+        wait_for("warpwatch /healthz", lambda: http_get(f"{warpwatch}/healthz")[0] == 200, processes=processes)
+        wait_for("prometheus /-/ready", lambda: http_get(f"{prometheus}/-/ready")[0] == 200, processes=processes)
         yield warpwatch, prometheus, processes
     finally:
         for proc in processes:
-            stop(proc)
+            stop_process(proc)
         for log in logs.values():
             log.close()
 
@@ -121,16 +85,16 @@ def test_prometheus_scrapes_warpwatch_with_the_rendered_config(running_stack):
     before = total()
     sent = 25
     for _ in range(sent):
-        assert get(f"{warpwatch}/")[0] == 200
+        assert http_get(f"{warpwatch}/")[0] == 200
     wait_for(f"http_requests_total to grow by {sent}", lambda: total() >= before + sent, processes=processes)
 
 
 def test_prometheus_loads_and_evaluates_the_rules(running_stack):
     _, prometheus, processes = running_stack
-    _, body = get(f"{prometheus}/api/v1/rules")
+    _, body = http_get(f"{prometheus}/api/v1/rules")
     groups = json.loads(body)["data"]["groups"]
     rules = {rule["name"] for group in groups for rule in group["rules"]}
-    assert {"TargetDown", "HighErrorRatio", "HighLatencyP99", "MemoryNearLimit", "LokiDown", "LogShipperDown"} <= rules
+    assert REQUIRED_ALERTS <= rules
     assert "warpwatch:memory_limit_bytes" in rules
 
     def recorded_limit():
@@ -138,11 +102,11 @@ def test_prometheus_loads_and_evaluates_the_rules(running_stack):
         return result and float(result[0]["value"][1])
 
     limit = wait_for("the recorded memory limit", recorded_limit, processes=processes)
-    assert limit == REQUIRED_MEMORY_MIB["warpwatch"] * 1024 * 1024
+    assert limit == spec.MEMORY_MIB["warpwatch"] * spec.MIB
 
     # Nothing listens on the overridden Loki port, so its TargetDown alert goes pending.
     def loki_target_down():
-        _, alerts = get(f"{prometheus}/api/v1/alerts")
+        _, alerts = http_get(f"{prometheus}/api/v1/alerts")
         return [
             a
             for a in json.loads(alerts)["data"]["alerts"]

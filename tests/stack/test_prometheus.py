@@ -3,50 +3,48 @@
 import json
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
+import spec
 from conftest import ROOT, nix_eval, require_tool
-from stack_helpers import REQUIRED_MEMORY_MIB, REQUIRED_PORTS, load, render_compose, render_yaml, stack_expr
+from stack_helpers import REQUIRED_ALERTS, render_compose, render_yaml, stack_expr, write_prometheus_host_config
 
 ALERTS = ROOT / "configs" / "prometheus" / "alerts.yml"
 ALERT_TESTS = ROOT / "configs" / "prometheus" / "alerts.test.yml"
 DASHBOARDS = ROOT / "configs" / "grafana" / "dashboards"
-JOBS = {"prometheus", "loki", "warpwatch", "grafana", "promtail"}
+JOBS = set(spec.SERVICES)
 
 
-def promtool(*args, cwd=None):
-    proc = subprocess.run([require_tool("promtool"), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+def run_promtool(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([require_tool("promtool"), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def promtool(*args, cwd=None) -> str:
+    """promtool's output; the test fails if promtool does."""
+    proc = run_promtool(*args, cwd=cwd)
     assert proc.returncode == 0, f"promtool {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
 
-def write_host_config(directory: Path, overrides: str = "{ }") -> Path:
-    config = directory / "prometheus.yml"
-    config.write_text(render_yaml("prometheus", "host", overrides))
-    (directory / "rules.yml").write_text(nix_eval(stack_expr("s.configs.rules", overrides)))
-    return config
-
-
 def test_host_rendering_passes_promtool_and_scrapes_loopback(tmp_path):
-    config = write_host_config(tmp_path)
+    config = write_prometheus_host_config(tmp_path)
     promtool("check", "config", str(config))
-    scrape = load(config.read_text())["scrape_configs"]
+    scrape = yaml.safe_load(config.read_text())["scrape_configs"]
     assert {c["job_name"] for c in scrape} == JOBS
     for job in scrape:
-        assert job["static_configs"][0]["targets"] == [f"127.0.0.1:{REQUIRED_PORTS[job['job_name']]}"]
+        assert job["static_configs"][0]["targets"] == [f"127.0.0.1:{spec.PORTS[job['job_name']]}"]
 
 
 def test_compose_rendering_passes_promtool_and_scrapes_service_names(tmp_path):
     out = tmp_path / "project"
     files = render_compose(out)
-    config = load(files["prometheus/prometheus.yml"])
+    config = yaml.safe_load(files["prometheus/prometheus.yml"])
     scrape = config["scrape_configs"]
     assert {c["job_name"] for c in scrape} == JOBS
     for job in scrape:
-        assert job["static_configs"][0]["targets"] == [f"{job['job_name']}:{REQUIRED_PORTS[job['job_name']]}"]
+        assert job["static_configs"][0]["targets"] == [f"{job['job_name']}:{spec.PORTS[job['job_name']]}"]
     # The container sees ./prometheus at /etc/prometheus: check the file with that mount applied.
     mount = "/etc/prometheus/"
     assert all(f.startswith(mount) for f in config["rule_files"])
@@ -57,10 +55,10 @@ def test_compose_rendering_passes_promtool_and_scrapes_service_names(tmp_path):
 
 
 def test_alloy_job_replaces_promtail(tmp_path):
-    config = load(render_yaml("prometheus", "host", '{ logShipper = "alloy"; }'))
+    config = yaml.safe_load(render_yaml("prometheus", "host", '{ logShipper = "alloy"; }'))
     jobs = {c["job_name"]: c for c in config["scrape_configs"]}
     assert set(jobs) == JOBS - {"promtail"} | {"alloy"}
-    assert jobs["alloy"]["static_configs"][0]["targets"] == ["127.0.0.1:12345"]
+    assert jobs["alloy"]["static_configs"][0]["targets"] == [f"127.0.0.1:{spec.PORTS['alloy']}"]
 
 
 def test_static_alerts_check_and_unit_tests_pass():
@@ -68,9 +66,9 @@ def test_static_alerts_check_and_unit_tests_pass():
     out = promtool("test", "rules", str(ALERT_TESTS))
     assert "SUCCESS" in out
     # Every alert has a firing and a quiet case in the unit tests.
-    alerts = [r["alert"] for g in load(ALERTS.read_text())["groups"] for r in g["rules"] if "alert" in r]
-    assert set(alerts) >= {"TargetDown", "HighErrorRatio", "HighLatencyP99", "MemoryNearLimit", "LokiDown", "LogShipperDown"}
-    tests = load(ALERT_TESTS.read_text())["tests"]
+    alerts = [r["alert"] for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"] if "alert" in r]
+    assert set(alerts) >= REQUIRED_ALERTS
+    tests = yaml.safe_load(ALERT_TESTS.read_text())["tests"]
     for alert in alerts:
         cases = [c for t in tests for c in t["alert_rule_test"] if c["alertname"] == alert]
         assert any(c["exp_alerts"] for c in cases), f"{alert} never shown firing"
@@ -84,18 +82,18 @@ def test_rendered_rules_record_the_declared_limits(tmp_path):
     promtool("check", "rules", str(path))
     records = {
         r["labels"]["job"]: r["expr"]
-        for g in load(rules_text)["groups"]
+        for g in yaml.safe_load(rules_text)["groups"]
         for r in g["rules"]
         if r.get("record") == "warpwatch:memory_limit_bytes"
     }
-    assert records == {job: f"vector({mib * 1024 * 1024})" for job, mib in REQUIRED_MEMORY_MIB.items()}
+    assert records == {job: f"vector({mib * spec.MIB})" for job, mib in spec.MEMORY_MIB.items()}
 
 
 def test_memory_alert_fires_from_the_recorded_limit(tmp_path):
     """The deployed rules file alone (recording + alerts) fires MemoryNearLimit at 95% of the
     declared Loki limit and stays quiet for Grafana at 20% of its limit."""
     (tmp_path / "rules.yml").write_text(nix_eval(stack_expr("s.configs.rules")))
-    limit = REQUIRED_MEMORY_MIB["loki"] * 1024 * 1024
+    limit = spec.MEMORY_MIB["loki"] * spec.MIB
     test = {
         "rule_files": ["rules.yml"],
         "evaluation_interval": "1m",
@@ -167,8 +165,8 @@ def test_promtool_rejects_a_broken_dashboard_query(tmp_path):
     """The check above can fail: an unbalanced expression is refused."""
     path = tmp_path / "bad.rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "d", "rules": [{"record": "x:y", "expr": "sum(rate(up[1m])"}]}]}))
-    proc = subprocess.run([require_tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True)
-    assert proc.returncode != 0
+    proc = run_promtool("check", "rules", str(path))
+    assert proc.returncode != 0, proc.stdout
 
 
 @pytest.mark.parametrize("name", ["service.json", "stack.json"])

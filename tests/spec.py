@@ -1,0 +1,36 @@
+"""What the issue requires of every deployment, written once for all the Python tests.
+
+This is the specification the renderings are checked against. It is deliberately NOT read from
+nix/stack/declaration.nix: a test that took its expected numbers from the declaration would pass
+whatever the declaration said.
+"""
+
+# The services of the default stack (Promtail as the log shipper), in the declaration's order.
+SERVICES = ("warpwatch", "prometheus", "loki", "promtail", "grafana")
+
+MEMORY_MIB = {"warpwatch": 256, "prometheus": 512, "loki": 512, "promtail": 256, "grafana": 512}
+
+# Each tool's usual port and health endpoint; Alloy's are its upstream defaults.
+PORTS = {"warpwatch": 8080, "prometheus": 9090, "loki": 3100, "promtail": 9080, "grafana": 3000, "alloy": 12345}
+HEALTH_PATHS = {
+    "warpwatch": "/healthz",
+    "prometheus": "/-/healthy",
+    "loki": "/ready",
+    "promtail": "/ready",
+    "grafana": "/api/health",
+    "alloy": "/-/ready",
+}
+
+HEALTHCHECK_INTERVAL_S = 30
+HEALTHCHECK_TIMEOUT_S = 10
+HEALTHCHECK_RETRIES = 3
+
+LOG_DRIVER = "json-file"
+LOG_FILE_MIB = 10
+LOG_FILES = 3
+
+# Loopback unless exposed on purpose; only the service and Grafana get a host port.
+LOOPBACK = "127.0.0.1"
+PUBLISHED = {"warpwatch", "grafana"}
+
+MIB = 1024 * 1024
