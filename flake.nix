@@ -161,6 +161,7 @@
             prometheus
             prometheus.cli
             docker-compose
+            docker-client
             yamllint
             shellcheck
             acl

@@ -119,6 +119,7 @@ let
         "cargo"
         "clippy"
         "coreutils"
+        "docker-client"
         "docker-compose"
         "gnugrep"
         "jq"

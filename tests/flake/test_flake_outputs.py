@@ -6,6 +6,7 @@ second input, the NixOS module wrapper and the example host."""
 import pytest
 import yaml
 
+import spec
 from conftest import nix_eval
 from flake_helpers import OUTPUTS, STACK_APP
 
@@ -88,13 +89,15 @@ def test_images_get_the_specs(service):
         f"let i = o.packages.x86_64-linux.{attr}.imageArgs; in "
         "{ inherit (i) name tag config created mtime fakeRootCommands contents; }"
     )
+    # The expected spec: image-specs.nix given the stand-in nixpkgs' own packages.
     specs = nix_eval(
-        "let o = (" + OUTPUTS + "); in "
+        f"let o = {OUTPUTS}; "
+        'pkgs = (import ./tests/flake/fake-nixpkgs.nix "26.05").legacyPackages.x86_64-linux; '
+        'old = (import ./tests/flake/fake-nixpkgs.nix "25.11").legacyPackages.x86_64-linux; in '
         "(import ./nix/image-specs.nix { packages = builtins.mapAttrs (_: p: { inherit (p) version; "
-        'path = "${p}"; }) { warpwatch = o.packages.x86_64-linux.warpwatch; '
-        'prometheus = { version = "3.14.0"; outPath = "/p"; }; loki = { version = "3.7.8"; outPath = "/l"; }; '
-        'promtail = { version = "3.6.11"; outPath = "/t"; }; alloy = { version = "1.12.1"; outPath = "/a"; }; '
-        f'grafana = {{ version = "12.4.0"; outPath = "{STORE}grafana-12.4.0-from-26.05"; }}; }}; }}).images.{service}'
+        'path = "${p}"; }) { warpwatch = o.packages.x86_64-linux.warpwatch; inherit (pkgs) prometheus grafana; '
+        "loki = pkgs.grafana-loki; alloy = pkgs.grafana-alloy; inherit (old) promtail; }; })"
+        f".images.{service}"
     )
     for key in ("name", "tag", "config", "created", "mtime", "fakeRootCommands"):
         assert image[key] == specs[key], key
@@ -130,7 +133,7 @@ def test_stack_app_environment():
     assert env["WARPWATCH_STACK_PROJECT"] == "warpwatch"
     assert env["WARPWATCH_STACK_COMPOSE"] == out("o.packages.x86_64-linux.compose.outPath")
     lines = [line.split(" ") for line in env["WARPWATCH_STACK_IMAGES"].splitlines()]
-    assert len(lines) == 5  # the five services of the compose file
+    assert len(lines) == len(spec.SERVICES)
     for ref, script in lines:
         assert script.startswith(STORE + "stream-")
     refs = {ref for ref, _ in lines}
@@ -138,7 +141,9 @@ def test_stack_app_environment():
         out('o.packages.x86_64-linux.compose.entries."docker-compose.yml".text')
     )
     assert refs == {s["image"] for s in compose["services"].values()}
-    assert "grafana: http://127.0.0.1:3000/" in env["WARPWATCH_STACK_URLS"].splitlines()
+    assert f"grafana: http://{spec.LOOPBACK}:{spec.PORTS['grafana']}/" in env["WARPWATCH_STACK_URLS"].splitlines()
+    # The secrets are made readable by the uid Grafana runs as in the compose file.
+    assert env["WARPWATCH_STACK_SECRET_READER_UID"] == compose["services"]["grafana"]["user"].split(":")[0]
     assert app["text"] == STACK_APP.read_text()
     assert out("o.apps.x86_64-linux.stack.program") == f"{STORE}warpwatch-stack/bin/warpwatch-stack"
 
@@ -146,7 +151,7 @@ def test_stack_app_environment():
 def test_default_app_runs_the_wrapper_with_the_declared_port():
     assert out("o.apps.x86_64-linux.default.type") == "app"
     assert out("o.apps.aarch64-darwin.default.program") == f"{STORE}warpwatch-run/bin/warpwatch-run"
-    assert "127.0.0.1:8080" in out("o.apps.x86_64-linux.default.meta.description")
+    assert f"{spec.LOOPBACK}:{spec.PORTS['warpwatch']}" in out("o.apps.x86_64-linux.default.meta.description")
 
 
 def test_nixos_module_wrapper_sets_the_flake_packages_as_defaults():
@@ -190,7 +195,7 @@ def test_dev_shell_has_the_test_tools():
         "(builtins.length s.packages - 1)).modules; }"
     )
     names = {n.split("-1-from")[0].split("-3.14.0")[0] for n in shell["packages"]}
-    for tool in ("cargo", "rustc", "clippy", "rustfmt", "prometheus", "prometheus-cli", "docker-compose",
+    for tool in ("cargo", "rustc", "clippy", "rustfmt", "prometheus", "prometheus-cli", "docker-compose", "docker-client",
                  "yamllint", "shellcheck", "acl", "systemd", "jq", "nix", "nixfmt", "wrk", "util-linux"):
         assert tool in names, tool
     assert shell["python"] == ["pytest", "pyyaml"]
