@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
 # The load benchmark (README "Benchmark"): warpwatch against a bare warp server, in one run.
 #
-# Usage: bench/run.sh [--quick] [--report-only] [--rounds N] [--duration SECONDS]
-#
-#   --quick           2 rounds of 2 s runs (about 30 s in all) instead of 5 rounds of 5 s (2.5 min)
-#   --report-only     print the figures, exit 0 even when a target is missed
-#   --rounds N        /healthz rounds (1 to 50): bare, warpwatch, warpwatch, bare, 4 runs each
-#   --duration S      length of each measured wrk run, in seconds (1 to 120)
+# Usage: bench/run.sh [--quick] [--report-only] [--rounds N] [--duration SECONDS] (see --help)
 #
 # It builds the release binaries (`cargo build --release --locked --bin warpwatch --example bare`),
 # starts warpwatch (RUST_LOG=info, a scratch data directory) and examples/bare.rs (plain warp, the
@@ -34,18 +29,33 @@ set -euo pipefail
 # The issue's targets.
 readonly TARGET_RATIO=0.97    # warpwatch GET /healthz throughput over bare warp's
 readonly TARGET_SCRAPES=20000 # GET /metrics answers per second of one core
-readonly TARGET_RSS_KB=7812   # 8 MB = 8,000,000 bytes, in the KiB /proc reports
+readonly TARGET_RSS_MB=8      # peak RSS, in MB of 1,000,000 bytes
+readonly TARGET_RSS_KB=$((TARGET_RSS_MB * 1000000 / 1024)) # in the KiB /proc reports
 
 readonly SERVER_CPU=0 LOAD_CPU=1 CONNECTIONS=64 WARMUP_S=2 QUIET_PCT=10 TRIES=3
+# A run with the server below SATURATED_PCT of its CPU is counted as unsaturated.
+readonly SATURATED_PCT=90 START_TIMEOUT_S=10
+readonly ROUNDS=5 DURATION_S=5 QUICK_ROUNDS=2 QUICK_DURATION_S=2 MAX_ROUNDS=50 MAX_DURATION_S=120
 
-rounds=5 duration=5 report_only=false
+usage() {
+  cat <<EOF
+Usage: bench/run.sh [--quick] [--report-only] [--rounds N] [--duration SECONDS]
+
+  --quick           $QUICK_ROUNDS rounds of $QUICK_DURATION_S s runs instead of $ROUNDS rounds of $DURATION_S s
+  --report-only     print the figures, exit 0 even when a target is missed
+  --rounds N        /healthz rounds (1 to $MAX_ROUNDS): bare, warpwatch, warpwatch, bare, 4 runs each
+  --duration S      length of each measured wrk run, in seconds (1 to $MAX_DURATION_S)
+EOF
+}
+
+rounds=$ROUNDS duration=$DURATION_S report_only=false
 die() {
   echo "bench/run.sh: $1" >&2
   exit "${2:-2}"
 }
 while [ $# -gt 0 ]; do
   case $1 in
-    --quick) rounds=2 duration=2 ;;
+    --quick) rounds=$QUICK_ROUNDS duration=$QUICK_DURATION_S ;;
     --report-only) report_only=true ;;
     --rounds | --duration)
       [ $# -ge 2 ] || die "$1 needs a value (see --help)"
@@ -54,15 +64,15 @@ while [ $# -gt 0 ]; do
       shift
       ;;
     -h | --help)
-      sed -n '4,9s/^# \{0,1\}//p' "$0"
+      usage
       exit 0
       ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
 done
-[ "$rounds" -le 50 ] || die "invalid --rounds '$rounds': at most 50"
-[ "$duration" -le 120 ] || die "invalid --duration '$duration': at most 120 seconds"
+[ "$rounds" -le "$MAX_ROUNDS" ] || die "invalid --rounds '$rounds': at most $MAX_ROUNDS"
+[ "$duration" -le "$MAX_DURATION_S" ] || die "invalid --duration '$duration': at most $MAX_DURATION_S seconds"
 
 for tool in cargo:"rustup (https://rustup.rs)" wrk:wrk taskset:util-linux; do
   command -v "${tool%%:*}" >/dev/null || die "${tool%%:*} is not installed: apt-get install -y ${tool#*:}"
@@ -114,7 +124,7 @@ start() {
   taskset -c "$SERVER_CPU" "$@" >"$log" 2>&1 &
   p=$!
   pids+=("$p")
-  for ((i = 0; i < 100; i++)); do
+  for ((i = 0; i < START_TIMEOUT_S * 10; i++)); do
     addr=$(grep -oE -m1 'listening on http://[0-9.:]+' "$log" | sed 's|.*http://||') || true
     [ -n "$addr" ] && break
     kill -0 "$p" 2>/dev/null || break
@@ -122,7 +132,7 @@ start() {
   done
   [ -n "$addr" ] || {
     cat "$log" >&2
-    die "$name did not print 'listening on http://ADDR' within 10 s" 3
+    die "$name did not print 'listening on http://ADDR' within $START_TIMEOUT_S s" 3
   }
   "$bin/warpwatch" probe --timeout 2 "http://$addr/healthz" >/dev/null || {
     cat "$log" >&2
@@ -170,7 +180,7 @@ quiet_load() {
   done
   mark=" "
   [ "$other" -le "$QUIET_PCT" ] || mark="*" disturbed=$((disturbed + 1))
-  [ "$busy" -ge 90 ] || unsaturated=$((unsaturated + 1))
+  [ "$busy" -ge "$SATURATED_PCT" ] || unsaturated=$((unsaturated + 1))
 }
 
 # request METHOD PATH [HEADER_LINE]: one HTTP/1.1 request to warpwatch; prints the status code,
@@ -282,10 +292,10 @@ echo "warpwatch $("$bin/warpwatch" --version | sed 's/^warpwatch //'): $rounds r
     "$ratio" ">= $TARGET_RATIO" "$(verdict "$ok_ratio")"
   printf "$row" "GET /metrics scrapes/s" "" "$(med "${scrape_rps[@]}")" "" "" ""
   printf "$row" "GET /metrics per CPU-second" "" "$scrapes" "" ">= $TARGET_SCRAPES" "$(verdict "$ok_scrapes")"
-  printf "$row" "peak RSS (VmHWM)" "$(mb "$bare_rss_kb")" "$(mb "$rss_kb")" "" "<= 8 MB" "$(verdict "$ok_rss")"
+  printf "$row" "peak RSS (VmHWM)" "$(mb "$bare_rss_kb")" "$(mb "$rss_kb")" "" "<= $TARGET_RSS_MB MB" "$(verdict "$ok_rss")"
 }
 echo "/metrics: $series series, $bytes bytes. Runs repeated for other processes' load (>$QUIET_PCT% of a CPU)" \
-  "and still disturbed: $disturbed; runs with the server below 90% of its CPU: $unsaturated."
+  "and still disturbed: $disturbed; runs with the server below $SATURATED_PCT% of its CPU: $unsaturated."
 echo "machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)," \
   "$(wrk --version 2>&1 | awk 'NR == 1 {print $1, $2}'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 

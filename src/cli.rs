@@ -4,7 +4,9 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use crate::config::{self, Config};
+use crate::config::{
+    self, Config, DEFAULT_ADDR, DEFAULT_LOG, ENV_ADDR, ENV_DATA_DIR, ENV_LOG, ENV_PORT,
+};
 use crate::{probe, server};
 
 /// A runtime failure: cannot listen, cannot persist on stop, probe target unhealthy.
@@ -14,7 +16,10 @@ pub const EXIT_USAGE: u8 = 2;
 /// The visits file is corrupt or unreadable; fix it by hand (the message says how).
 pub const EXIT_DATA: u8 = 3;
 
-pub const HELP: &str = "\
+fn help() -> String {
+    let any_ip = DEFAULT_ADDR.ip();
+    format!(
+        "\
 warpwatch: Moscow time and a visit counter, instrumented for Prometheus.
 
 Usage:
@@ -23,14 +28,16 @@ Usage:
   warpwatch --help | --version
 
 Options (each falls back to an environment variable, then a default):
-  --addr ADDR       listen address, IP:PORT    WARPWATCH_ADDR, else 0.0.0.0:$PORT, else 0.0.0.0:8080
-  --data-dir DIR    visits file directory      WARPWATCH_DATA_DIR (unset: count kept in memory only)
-                    log filter                 RUST_LOG (default info), e.g. warn,warpwatch=debug
+  --addr ADDR       listen address, IP:PORT    {ENV_ADDR}, else {any_ip}:${ENV_PORT}, else {DEFAULT_ADDR}
+  --data-dir DIR    visits file directory      {ENV_DATA_DIR} (unset: count kept in memory only)
+                    log filter                 {ENV_LOG} (default {DEFAULT_LOG}), e.g. warn,warpwatch=debug
 
 Endpoints: GET /  /visits  /healthz  /readyz  /metrics
 
-Exit status: 0 stopped cleanly; 1 runtime failure (e.g. address in use); 2 invalid flag or
-variable; 3 visits file corrupt or unreadable (never reset to 0; the message says what to do).";
+Exit status: 0 stopped cleanly; {EXIT_FAILURE} runtime failure (e.g. address in use); {EXIT_USAGE} invalid flag or
+variable; {EXIT_DATA} visits file corrupt or unreadable (never reset to 0; the message says what to do)."
+    )
+}
 
 /// Runs the command line `args` (without the program name).
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -38,7 +45,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         return probe::main(&args[1..], &config::process_env);
     }
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{HELP}");
+        println!("{}", help());
         return ExitCode::SUCCESS;
     }
     if args.iter().any(|a| a == "-V" || a == "--version") {

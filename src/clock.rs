@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Moscow's offset from UTC in seconds.
 pub const MOSCOW_OFFSET_SECONDS: i64 = 3 * 3600;
 
-/// A broken-down local time.
+/// A broken-down local time and its offset from UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalTime {
     pub year: i64,
@@ -15,6 +15,7 @@ pub struct LocalTime {
     pub hour: u32,
     pub minute: u32,
     pub second: u32,
+    pub offset_seconds: i64,
 }
 
 impl LocalTime {
@@ -31,6 +32,7 @@ impl LocalTime {
             hour: secs / 3600,
             minute: secs / 60 % 60,
             second: secs % 60,
+            offset_seconds,
         }
     }
 
@@ -43,12 +45,25 @@ impl LocalTime {
         LocalTime::from_unix(unix, MOSCOW_OFFSET_SECONDS)
     }
 
-    /// RFC 3339 with the Moscow offset, e.g. `2026-05-04T12:34:56+03:00`.
-    pub fn rfc3339_moscow(&self) -> String {
+    /// RFC 3339, e.g. `2026-05-04T12:34:56+03:00`.
+    pub fn rfc3339(&self) -> String {
         format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+03:00",
-            self.year, self.month, self.day, self.hour, self.minute, self.second
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}",
+            self.year,
+            self.month,
+            self.day,
+            self.hour,
+            self.minute,
+            self.second,
+            self.utc_offset()
         )
+    }
+
+    /// The offset as RFC 3339 writes it, e.g. `+03:00`.
+    pub fn utc_offset(&self) -> String {
+        let sign = if self.offset_seconds < 0 { '-' } else { '+' };
+        let minutes = self.offset_seconds.unsigned_abs() / 60;
+        format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60)
     }
 
     /// Human form for the HTML page, e.g. `2026-05-04 12:34:56`.
@@ -83,8 +98,8 @@ mod tests {
     fn known_instants() {
         // `date -u -d @0` and `date -u -d @1709251199` (a leap-year February) computed independently.
         assert_eq!(
-            LocalTime::from_unix(0, 0).rfc3339_moscow(),
-            "1970-01-01T00:00:00+03:00"
+            LocalTime::from_unix(0, 0).rfc3339(),
+            "1970-01-01T00:00:00+00:00"
         );
         assert_eq!(
             LocalTime::from_unix(1_709_251_199, 0).display(),
@@ -92,7 +107,12 @@ mod tests {
         );
         // 21:00 UTC is already the next day in Moscow.
         let t = LocalTime::from_unix(1_735_678_800, MOSCOW_OFFSET_SECONDS);
-        assert_eq!(t.rfc3339_moscow(), "2025-01-01T00:00:00+03:00");
+        assert_eq!(t.rfc3339(), "2025-01-01T00:00:00+03:00");
         assert_eq!(LocalTime::from_unix(-1, 0).display(), "1969-12-31 23:59:59");
+        // `TZ=America/St_Johns date -d @0 --rfc-3339=seconds`: 1969-12-31 20:30:00-03:30.
+        assert_eq!(
+            LocalTime::from_unix(0, -(3 * 3600 + 1800)).rfc3339(),
+            "1969-12-31T20:30:00-03:30"
+        );
     }
 }

@@ -53,27 +53,11 @@ impl Config {
     pub fn from_args(args: &[OsString], env: EnvLookup<'_>) -> Result<Config, UsageError> {
         let mut addr_flag = None;
         let mut data_dir_flag = None;
-        let mut rest = args.iter();
-        while let Some(arg) = rest.next() {
-            let arg = utf8("argument", arg)?;
-            let (name, inline) = match arg.split_once('=') {
-                Some((n, v)) if n.starts_with("--") => (n, Some(v.to_owned())),
-                _ => (arg, None),
-            };
-            let mut value = |flag: &str| -> Result<String, UsageError> {
-                match inline.clone() {
-                    Some(v) => Ok(v),
-                    None => match rest.next() {
-                        Some(v) => utf8(flag, v).map(str::to_owned),
-                        None => Err(UsageError(format!(
-                            "{flag} needs a value; see warpwatch --help"
-                        ))),
-                    },
-                }
-            };
-            match name {
-                "--addr" => addr_flag = Some(value("--addr")?),
-                "--data-dir" => data_dir_flag = Some(value("--data-dir")?),
+        let mut args = ArgReader::new(args);
+        while let Some(arg) = args.next_arg()? {
+            match arg {
+                "--addr" => addr_flag = Some(args.value(arg, "see warpwatch --help")?),
+                "--data-dir" => data_dir_flag = Some(args.value(arg, "see warpwatch --help")?),
                 other if other.starts_with('-') => {
                     return Err(UsageError(format!(
                         "unknown option '{other}'; see warpwatch --help"
@@ -88,11 +72,11 @@ impl Config {
         }
 
         let addr = match addr_flag {
-            Some(v) => parse_addr("--addr", &v)?,
+            Some(v) => parse_addr("--addr", v)?,
             None => addr_from_env(env)?,
         };
         let data_dir = match data_dir_flag {
-            Some(v) => Some(parse_dir("--data-dir", &v)?),
+            Some(v) => Some(parse_dir("--data-dir", v)?),
             None => match env_value(env, ENV_DATA_DIR)? {
                 Some(v) => Some(parse_dir(ENV_DATA_DIR, &v)?),
                 None => None,
@@ -134,6 +118,52 @@ fn env_value(env: EnvLookup<'_>, name: &str) -> Result<Option<String>, UsageErro
         None => Ok(None),
         Some(v) if v.is_empty() => Ok(None),
         Some(v) => utf8(name, &v).map(|s| Some(s.to_owned())),
+    }
+}
+
+/// A command line read one argument at a time, where a flag's value may follow as the next
+/// argument (`--addr 127.0.0.1:80`) or inline (`--addr=127.0.0.1:80`). Shared by the serve and
+/// probe commands so both accept the same forms and word their errors alike.
+pub(crate) struct ArgReader<'a> {
+    rest: std::slice::Iter<'a, OsString>,
+    inline: Option<&'a str>,
+}
+
+impl<'a> ArgReader<'a> {
+    pub(crate) fn new(args: &'a [OsString]) -> ArgReader<'a> {
+        ArgReader {
+            rest: args.iter(),
+            inline: None,
+        }
+    }
+
+    /// The next flag (without its `=value`) or positional argument.
+    pub(crate) fn next_arg(&mut self) -> Result<Option<&'a str>, UsageError> {
+        let Some(arg) = self.rest.next() else {
+            return Ok(None);
+        };
+        let arg = utf8("argument", arg)?;
+        Ok(Some(match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => {
+                self.inline = Some(value);
+                name
+            }
+            _ => {
+                self.inline = None;
+                arg
+            }
+        }))
+    }
+
+    /// The value of `flag`, the argument [`ArgReader::next_arg`] just returned.
+    pub(crate) fn value(&mut self, flag: &str, hint: &str) -> Result<&'a str, UsageError> {
+        if let Some(v) = self.inline.take() {
+            return Ok(v);
+        }
+        match self.rest.next() {
+            Some(v) => utf8(flag, v),
+            None => Err(UsageError(format!("{flag} needs a value; {hint}"))),
+        }
     }
 }
 

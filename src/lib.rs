@@ -1,7 +1,9 @@
 //! warpwatch: a small warp web service instrumented for Prometheus.
 //!
-//! The binary (`src/main.rs`) only calls [`cli::main`]; everything else lives here so that tests,
-//! benchmarks and examples can use the same pieces in-process:
+//! The binary (`src/main.rs`) only calls [`cli::main`]; everything else lives here, so that the
+//! benchmark's bare-warp baseline (`examples/bare.rs`) shares the service's runtime and `/healthz`
+//! answer, and an embedding program can run the server itself. (The integration tests start the
+//! real binary.)
 //!
 //! - [`HEALTHZ_BODY`] and [`HEALTHZ_CONTENT_TYPE`]: the exact `/healthz` answer, so a bare warp
 //!   server used as a benchmark baseline (e.g. `examples/bare.rs`) can answer byte-for-byte the same.
@@ -31,11 +33,6 @@ pub const HEALTHZ_BODY: &str = "ok\n";
 
 /// `Content-Type` of the `/healthz` answer (what warp sets for a `&'static str` reply).
 pub const HEALTHZ_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
-
-/// The `/healthz` body, for callers that prefer a function.
-pub fn healthz_body() -> &'static str {
-    HEALTHZ_BODY
-}
 
 /// Crate version, as reported by `--version`, the startup line and `warpwatch_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -28,7 +28,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Request-duration buckets in seconds, with their `le` label text: this service answers in tens
 /// of microseconds, so the low end resolves 50 µs steps; the high end still separates slow
 /// outliers up to 10 s. The label text is written once here rather than formatted per scrape.
-pub const DURATION_BUCKETS: [(f64, &str); 16] = [
+const DURATION_BUCKETS: [(f64, &str); 16] = [
     (0.00005, "0.00005"),
     (0.0001, "0.0001"),
     (0.00025, "0.00025"),
@@ -55,7 +55,7 @@ const DURATION_HELP: &str =
 
 /// How long collected `process_*` values are reused. Reading /proc costs more than the rest of a
 /// scrape; no scraper needs them fresher than this.
-pub const PROCESS_CACHE: Duration = Duration::from_secs(1);
+const PROCESS_CACHE: Duration = Duration::from_secs(1);
 
 lazy_static! {
     /// The one registry `/metrics` exposes.

@@ -11,23 +11,31 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::cli::{EXIT_FAILURE, EXIT_USAGE};
-use crate::config::{self, EnvLookup, UsageError};
+use crate::config::{self, ArgReader, ENV_ADDR, ENV_PORT, EnvLookup, UsageError};
 
 /// Overall deadline when `--timeout` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Largest status line / header block read before giving up on the answer.
+/// Longest accepted `--timeout`, in seconds (a day: anything longer is a typo).
+const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
+
+/// Largest status line read before giving up on the answer.
 const MAX_HEAD: usize = 8 * 1024;
 
-pub const USAGE: &str = "\
+fn usage() -> String {
+    format!(
+        "\
 Usage: warpwatch probe [--timeout SECONDS] [URL]
 
-HTTP GET URL and exit 0 on a 2xx answer, 1 otherwise (with a one-line reason), 2 on bad usage.
-URL defaults to this service's own /healthz, at the address WARPWATCH_ADDR or PORT configure
+HTTP GET URL and exit 0 on a 2xx answer, {EXIT_FAILURE} otherwise (with a one-line reason), {EXIT_USAGE} on bad usage.
+URL defaults to this service's own /healthz, at the address {ENV_ADDR} or {ENV_PORT} configure
 (127.0.0.1 when listening on all interfaces). Only http:// URLs are supported.
 
 Options:
-  --timeout SECONDS   overall deadline (connect, send, first line of the answer); default 5";
+  --timeout SECONDS   overall deadline (connect, send, first line of the answer); default {}",
+        seconds(DEFAULT_TIMEOUT)
+    )
+}
 
 /// A parsed `http://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +62,8 @@ impl Target {
         } else {
             return Err(bad("it must start with http://"));
         };
+        // A fragment is for the client alone; it is never sent.
+        let rest = rest.split('#').next().unwrap_or_default();
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
             Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
@@ -64,7 +74,15 @@ impl Target {
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
-            (h, after.strip_prefix(':'))
+            let port = match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| bad("only ':PORT' may follow ']'"))?,
+                ),
+            };
+            (h, port)
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h, Some(p)),
@@ -78,7 +96,9 @@ impl Target {
             None => 80,
             Some(p) => p
                 .parse::<u16>()
-                .map_err(|_| bad("the port must be a number from 1 to 65535"))?,
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("the port must be a number from 1 to 65535"))?,
         };
         if path
             .bytes()
@@ -132,7 +152,7 @@ pub fn main(args: &[OsString], env: EnvLookup<'_>) -> ExitCode {
     let (url, timeout) = match parse_args(args, env) {
         Ok(Some(parsed)) => parsed,
         Ok(None) => {
-            println!("{USAGE}");
+            println!("{}", usage());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -170,27 +190,12 @@ fn parse_args(
 ) -> Result<Option<(String, Duration)>, UsageError> {
     let mut timeout = DEFAULT_TIMEOUT;
     let mut url = None;
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let arg = arg
-            .to_str()
-            .ok_or_else(|| UsageError(format!("argument {arg:?} is not valid UTF-8")))?;
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v)),
-            _ => (arg, None),
-        };
-        match name {
+    let mut args = ArgReader::new(args);
+    while let Some(arg) = args.next_arg()? {
+        match arg {
             "-h" | "--help" => return Ok(None),
             "--timeout" => {
-                let value = match inline {
-                    Some(v) => v,
-                    None => rest.next().and_then(|v| v.to_str()).ok_or_else(|| {
-                        UsageError(
-                            "--timeout needs a value in seconds, e.g. --timeout 3".to_owned(),
-                        )
-                    })?,
-                };
-                timeout = parse_timeout(value)?;
+                timeout = parse_timeout(args.value(arg, "in seconds, e.g. --timeout 3")?)?;
             }
             flag if flag.starts_with('-') => {
                 return Err(UsageError(format!(
@@ -217,11 +222,12 @@ fn parse_timeout(value: &str) -> Result<Duration, UsageError> {
         .trim()
         .parse::<f64>()
         .ok()
-        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+        .filter(|s| *s > 0.0 && *s <= MAX_TIMEOUT_SECONDS)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| {
             UsageError(format!(
-                "invalid --timeout '{value}': expected a number of seconds greater than 0, e.g. 3 or 0.5"
+                "invalid --timeout '{value}': expected a number of seconds greater than 0 and at most \
+                 {MAX_TIMEOUT_SECONDS}, e.g. 3 or 0.5"
             ))
         })
 }
@@ -280,7 +286,10 @@ pub fn get(target: &Target, timeout: Duration) -> Result<Status, String> {
             return parse_status_line(&head[..end]);
         }
         if head.len() > MAX_HEAD {
-            return Err("no HTTP status line in the first 8 KiB of the answer".to_owned());
+            return Err(format!(
+                "no HTTP status line in the first {} KiB of the answer",
+                MAX_HEAD / 1024
+            ));
         }
         stream
             .set_read_timeout(Some(remaining()?))
@@ -354,6 +363,8 @@ mod tests {
         assert_eq!(t.host_header(), "[::1]:9090");
         let t = Target::parse("http://grafana?x").unwrap();
         assert_eq!((t.port, t.path.as_str()), (80, "/?x"));
+        let t = Target::parse("http://[::1]/a?b#frag").unwrap();
+        assert_eq!((t.port, t.path.as_str()), (80, "/a?b"));
         for bad in [
             "https://x/",
             "ftp://x",
@@ -361,6 +372,9 @@ mod tests {
             "http://h:port/",
             "http://u@h/",
             "http://h/a b",
+            "http://h:0/",
+            "http://[::1]x/",
+            "http://[::1]:/",
         ] {
             assert!(Target::parse(bad).is_err(), "{bad} accepted");
         }
@@ -383,7 +397,9 @@ mod tests {
             503
         );
         assert!(parse_status_line(b"SSH-2.0-OpenSSH").is_err());
-        assert!(parse_timeout("0").is_err() && parse_timeout("nan").is_err());
+        for bad in ["0", "-1", "nan", "inf", "86401", ""] {
+            assert!(parse_timeout(bad).is_err(), "{bad} accepted");
+        }
         assert_eq!(parse_timeout("0.5").unwrap(), Duration::from_millis(500));
     }
 }

@@ -105,7 +105,7 @@ pub fn app(
 }
 
 /// Answers one request and records it.
-pub fn handle(
+fn handle(
     state: &AppState,
     guard: InFlight,
     method: &HttpMethod,
@@ -142,14 +142,11 @@ fn respond(
     method: &HttpMethod,
     accept: Option<&HeaderValue>,
 ) -> Response {
-    if route == Route::Other {
-        return json_response(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.to_owned());
+    let is_get = *method == HttpMethod::GET;
+    // 404 before 405: an unknown path has no methods to allow.
+    if route != Route::Other && !is_get && *method != HttpMethod::HEAD {
+        return method_not_allowed();
     }
-    let is_get = match *method {
-        HttpMethod::GET => true,
-        HttpMethod::HEAD => false,
-        _ => return method_not_allowed(),
-    };
     match route {
         Route::Healthz => healthz(),
         Route::Index => index(state, is_get, accept),
@@ -159,7 +156,7 @@ fn respond(
         ),
         Route::Readyz => readyz(state),
         Route::Metrics => metrics_page(state),
-        Route::Other => unreachable!("handled above"),
+        Route::Other => json_response(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.to_owned()),
     }
 }
 
@@ -181,21 +178,20 @@ fn index(state: &AppState, is_get: bool, accept: Option<&HeaderValue>) -> Respon
         state.visits.count()
     };
     let now = LocalTime::moscow_now();
+    let (time, offset) = (now.rfc3339(), now.utc_offset());
     let mut r = if prefers_json(accept) {
         json_response(
             StatusCode::OK,
             format!(
-                r#"{{"time":"{}","timezone":"Europe/Moscow","utc_offset":"+03:00","visits":{visits}}}"#,
-                now.rfc3339_moscow()
+                r#"{{"time":"{time}","timezone":"Europe/Moscow","utc_offset":"{offset}","visits":{visits}}}"#
             ),
         )
     } else {
         let mut r = Response::new(
             format!(
                 "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>warpwatch</title></head>\n\
-                 <body>\n<h1>Moscow time</h1>\n<p><time datetime=\"{}\">{}</time> (UTC+03:00)</p>\n\
+                 <body>\n<h1>Moscow time</h1>\n<p><time datetime=\"{time}\">{}</time> (UTC{offset})</p>\n\
                  <p>Visits: <span id=\"visits\">{visits}</span></p>\n</body>\n</html>\n",
-                now.rfc3339_moscow(),
                 now.display()
             )
             .into(),
@@ -268,7 +264,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
 
 /// Whether `Accept` ranks `application/json` above `text/html` (RFC 9110 §12.5.1: the most
 /// specific matching range sets each type's quality). No header, `*/*` or a tie → HTML.
-pub fn prefers_json(accept: Option<&HeaderValue>) -> bool {
+fn prefers_json(accept: Option<&HeaderValue>) -> bool {
     let Some(accept) = accept.and_then(|v| v.to_str().ok()) else {
         return false;
     };

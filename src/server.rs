@@ -48,7 +48,7 @@ impl AppState {
 }
 
 /// Worker threads: the CPUs this process may use (affinity mask and cgroup quota included).
-pub fn worker_count() -> usize {
+fn worker_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

@@ -9,8 +9,8 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use log::{error, info, warn};
 
@@ -52,20 +52,20 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// Persistence bookkeeping, touched by flushes and `/readyz` only (never by `GET /`).
-#[derive(Debug, Default)]
-struct Persisted {
-    /// The count last written successfully; `None` before the first write of this run.
-    value: Option<u64>,
-    /// Why the last write failed, while it keeps failing.
-    error: Option<String>,
-}
+/// How much of a corrupt file the refusal message quotes.
+const SHOWN_BYTES: usize = 40;
 
 #[derive(Debug)]
 pub struct VisitStore {
     count: AtomicU64,
     dir: Option<PathBuf>,
-    persisted: Mutex<Persisted>,
+    /// The count last written successfully (`None` before the first write of this run). Held
+    /// across the write, so the ticker's flush and the final one never interleave.
+    written: Mutex<Option<u64>>,
+    /// Why the last write failed, while it keeps failing. A separate lock, never held across
+    /// I/O: `/readyz` and `/metrics` read it on the async runtime, and must not wait for an
+    /// fsync on a slow or stuck disk (that would stall every request on the runtime thread).
+    error: Mutex<Option<String>>,
 }
 
 impl VisitStore {
@@ -74,7 +74,8 @@ impl VisitStore {
         VisitStore {
             count: AtomicU64::new(0),
             dir: None,
-            persisted: Mutex::new(Persisted::default()),
+            written: Mutex::new(None),
+            error: Mutex::new(None),
         }
     }
 
@@ -96,13 +97,9 @@ impl VisitStore {
         Ok(VisitStore {
             count: AtomicU64::new(count),
             dir: Some(dir.to_owned()),
-            persisted: Mutex::new(Persisted::default()),
+            written: Mutex::new(None),
+            error: Mutex::new(None),
         })
-    }
-
-    /// Path of the visits file, if persisted.
-    pub fn path(&self) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join(FILE_NAME))
     }
 
     /// Counts one visit; returns the new count.
@@ -117,7 +114,7 @@ impl VisitStore {
 
     /// `Err(reason)` while the last attempt to write the file failed.
     pub fn health(&self) -> Result<(), String> {
-        match &self.lock().error {
+        match &*lock(&self.error) {
             None => Ok(()),
             Some(e) => Err(e.clone()),
         }
@@ -129,21 +126,20 @@ impl VisitStore {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
-        // Held across the write so concurrent flushes (ticker and shutdown) cannot interleave.
-        let mut persisted = self.lock();
+        let mut written = lock(&self.written);
         let count = self.count();
-        if persisted.value == Some(count) {
+        if *written == Some(count) {
             return Ok(());
         }
         match write_atomically(dir, count) {
             Ok(()) => {
-                if persisted.error.take().is_some() {
+                *written = Some(count);
+                if lock(&self.error).take().is_some() {
                     info!(
                         "visits file {} is writable again: persisted {count}",
                         dir.join(FILE_NAME).display()
                     );
                 }
-                persisted.value = Some(count);
                 Ok(())
             }
             Err(e) => {
@@ -152,20 +148,21 @@ impl VisitStore {
                     "cannot write visits file {}: {e}",
                     dir.join(FILE_NAME).display()
                 );
-                if persisted.error.as_deref() != Some(reason.as_str()) {
+                let previous = lock(&self.error).replace(reason.clone());
+                if previous.as_deref() != Some(reason.as_str()) {
                     error!("{reason}; keeping {count} visits in memory and retrying");
                 } else {
                     warn!("{reason} (still failing; {count} visits kept in memory)");
                 }
-                persisted.error = Some(reason.clone());
                 Err(reason)
             }
         }
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Persisted> {
-        self.persisted.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// A poisoned lock only means a panic elsewhere; the data behind it is still whole.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The count in `bytes`: ASCII digits, optionally surrounded by whitespace.
@@ -181,8 +178,8 @@ fn describe(bytes: &[u8]) -> String {
     if bytes.is_empty() {
         return "an empty file".to_owned();
     }
-    let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(40)]);
-    let more = if bytes.len() > 40 { "..." } else { "" };
+    let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(SHOWN_BYTES)]);
+    let more = if bytes.len() > SHOWN_BYTES { "..." } else { "" };
     format!("{shown:?}{more} ({} bytes)", bytes.len())
 }
 

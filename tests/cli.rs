@@ -6,11 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{Service, run};
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{Service, run, stderr_of};
 
 #[test]
 fn help_and_version() {
@@ -22,6 +18,7 @@ fn help_and_version() {
         "--data-dir",
         "WARPWATCH_ADDR",
         "PORT",
+        "$PORT",
         "RUST_LOG",
         "probe",
     ] {
@@ -82,6 +79,18 @@ fn port_in_use_is_a_clear_error() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// Runs `warpwatch probe ARGS`, which must fail (exit 1) with one line naming `reason`.
+fn probe_fails(args: &[&str], reason: &str) {
+    let out = run(&[&["probe"], args].concat(), &[]);
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(reason),
+        "{args:?}: expected {reason:?} in {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr}");
+}
+
 /// A one-shot HTTP server answering every connection with `answer` (or nothing at all).
 fn fake_server(answer: Option<&'static str>) -> (String, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -117,46 +126,25 @@ fn probe_exit_codes() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     // Non-2xx is a failure, with the status in the reason.
-    let out = run(&["probe", &format!("http://{}/missing", svc.addr)], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr_of(&out).contains("404"), "{}", stderr_of(&out));
+    probe_fails(&[&format!("http://{}/missing", svc.addr)], "404");
 
     // Down: nothing listens on a port we just released.
     let free = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let out = run(&["probe", &format!("http://{free}/healthz")], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr_of(&out).contains("connection refused"),
-        "{}",
-        stderr_of(&out)
-    );
-    assert_eq!(stderr_of(&out).lines().count(), 1);
+    probe_fails(&[&format!("http://{free}/healthz")], "connection refused");
 
     let (url, server) = fake_server(Some(
         "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
     ));
-    let out = run(&["probe", &url], &[]);
+    probe_fails(&[&url], "500 Internal Server Error");
     server.join().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr_of(&out).contains("500 Internal Server Error"),
-        "{}",
-        stderr_of(&out)
-    );
 
     // A server that accepts and never answers: the timeout bounds the probe.
     let (url, server) = fake_server(None);
     let started = Instant::now();
-    let out = run(&["probe", "--timeout", "0.5", &url], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr_of(&out).contains("timed out after 0.5s"),
-        "{}",
-        stderr_of(&out)
-    );
+    probe_fails(&["--timeout", "0.5", &url], "timed out after 0.5s");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -166,14 +154,8 @@ fn probe_exit_codes() {
 
     // Not HTTP at all.
     let (url, server) = fake_server(Some("SSH-2.0-OpenSSH_9.6\r\n"));
-    let out = run(&["probe", &url], &[]);
+    probe_fails(&[&url], "not an HTTP answer");
     server.join().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr_of(&out).contains("not an HTTP answer"),
-        "{}",
-        stderr_of(&out)
-    );
 
     // Usage errors are 2.
     for args in [

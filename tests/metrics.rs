@@ -2,6 +2,9 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use common::exposition::Exposition;
 use common::http::{self, Conn};
 use common::{Service, TempDir};
@@ -53,6 +56,12 @@ fn values_follow_a_known_request_sequence() {
     assert_eq!(m.types["http_request_duration_seconds"], "histogram");
     assert_eq!(m.types["http_requests_in_flight"], "gauge");
     assert_eq!(m.types["warpwatch_visits_total"], "counter");
+    for family in m.types.keys() {
+        assert!(
+            m.helps.get(family).is_some_and(|h| !h.is_empty()),
+            "{family} has no HELP"
+        );
+    }
     assert_eq!(requests("GET", "/", "200"), Some(3.0));
     assert_eq!(requests("GET", "/visits", "200"), Some(2.0));
     assert_eq!(requests("GET", "other", "404"), Some(4.0));
@@ -73,23 +82,45 @@ fn values_follow_a_known_request_sequence() {
     );
     assert_eq!(build.len(), 1);
     assert_eq!(build[0].value, 1.0);
-    for name in [
-        "process_resident_memory_bytes",
-        "process_cpu_seconds_total",
-        "process_open_fds",
-        "process_start_time_seconds",
-    ] {
-        let v = m
-            .value(name, &[])
-            .unwrap_or_else(|| panic!("{name} missing"));
-        assert!(v >= 0.0, "{name} = {v}");
-    }
-    assert!(m.value("process_resident_memory_bytes", &[]).unwrap() > 1e6);
+    let process = |name: &str| {
+        m.value(name, &[])
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    // Values only the real process can have: resident memory, a listening socket, started just now.
+    assert!(process("process_resident_memory_bytes") > 1e6);
+    assert!(process("process_cpu_seconds_total") >= 0.0);
+    assert!(process("process_open_fds") >= 1.0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = process("process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && now - started < 120.0,
+        "started at {started}, now {now}"
+    );
 
+    // One histogram per (method, route) seen above, plus the GET series created at startup.
+    let histograms = m.find("http_request_duration_seconds_count", &[]);
+    let pairs: BTreeSet<(&str, &str)> = histograms
+        .iter()
+        .map(|h| (h.labels["method"].as_str(), h.labels["path"].as_str()))
+        .collect();
+    let expected: BTreeSet<(&str, &str)> = [
+        ("GET", "/"),
+        ("GET", "/visits"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "other"),
+        ("POST", "/visits"),
+        ("HEAD", "/healthz"),
+        ("OTHER", "/healthz"),
+    ]
+    .into();
+    assert_eq!(pairs, expected);
     // Every histogram agrees with the counters: _count is the sum over statuses, buckets are
     // cumulative and end at _count, the sum is positive when anything was observed.
-    let histograms = m.find("http_request_duration_seconds_count", &[]);
-    assert!(histograms.len() >= 7);
     for h in histograms {
         let (method, path) = (&h.labels["method"], &h.labels["path"]);
         let counted: f64 = m
@@ -198,10 +229,34 @@ fn ten_thousand_random_paths_create_no_series() {
         ),
         Some(10_001.0)
     );
-    let distinct_paths: std::collections::HashSet<_> = after
+    let paths: BTreeSet<&str> = after
         .samples
         .iter()
-        .filter_map(|s| s.labels.get("path"))
+        .filter_map(|s| s.labels.get("path").map(String::as_str))
         .collect();
-    assert!(distinct_paths.len() <= 6, "{distinct_paths:?}");
+    assert_eq!(
+        paths,
+        ["/", "/visits", "/healthz", "/readyz", "/metrics", "other"].into()
+    );
+}
+
+#[test]
+fn parser_accepts_valid_and_rejects_invalid_text() {
+    let e = Exposition::parse(
+        "# HELP a_total help text\n# TYPE a_total counter\na_total{x=\"1\",y=\"q\\\"\"} 3\n\
+         # TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 0.5\nh_count 2\n",
+    );
+    assert_eq!(e.value("a_total", &[("x", "1"), ("y", "q\"")]), Some(3.0));
+    assert_eq!(e.value("h_count", &[]), Some(2.0));
+    for bad in [
+        "x 1\n",
+        "# TYPE x counter\nx{a=1} 1\n",
+        "# TYPE x counter\nx 1\nx 2\n",
+        "# TYPE x counter\nx one\n",
+    ] {
+        assert!(
+            std::panic::catch_unwind(|| Exposition::parse(bad)).is_err(),
+            "accepted {bad:?}"
+        );
+    }
 }

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::http::{self, Conn};
-use common::{Service, TempDir, eventually, json_field, json_u64};
+use common::{Service, TempDir, eventually, json_field, json_u64, stderr_of};
+use warpwatch::flusher::FLUSH_INTERVAL;
 
 fn visit_json(conn: &mut Conn) -> std::io::Result<u64> {
     let r = conn.send("GET", "/", &[("Accept", "application/json")], false)?;
@@ -16,6 +17,20 @@ fn visit_json(conn: &mut Conn) -> std::io::Result<u64> {
         return Err(std::io::Error::other(format!("status {}", r.status)));
     }
     Ok(json_u64(&r.body, "visits"))
+}
+
+/// Starts the service on `dir`, which must refuse it: returns the exit code and stderr.
+fn start_refused(dir: &TempDir) -> (Option<i32>, String) {
+    let out = common::run(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    (out.status.code(), stderr_of(&out))
 }
 
 fn stored(dir: &TempDir) -> u64 {
@@ -135,7 +150,7 @@ fn sigkill_leaves_a_parseable_file_missing_at_most_a_second() {
         visit_json(&mut conn).unwrap();
     }
     // Everything acknowledged more than a flush interval ago is on disk...
-    std::thread::sleep(Duration::from_millis(1600));
+    std::thread::sleep(FLUSH_INTERVAL + Duration::from_millis(600));
     let stop = Arc::new(AtomicBool::new(false));
     let (addr, flag) = (svc.addr, stop.clone());
     let load = std::thread::spawn(move || {
@@ -171,17 +186,8 @@ fn sigkill_leaves_a_parseable_file_missing_at_most_a_second() {
 fn corrupt_or_unreadable_file_refuses_to_start() {
     let dir = TempDir::new("corrupt");
     std::fs::write(dir.file("visits"), "12x\n").unwrap();
-    let out = common::run(
-        &[
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        &[],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let (code, stderr) = start_refused(&dir);
+    assert_eq!(code, Some(3), "{stderr}");
     assert!(
         stderr.contains("corrupt") && stderr.contains(&dir.file("visits").display().to_string()),
         "{stderr}"
@@ -197,28 +203,24 @@ fn corrupt_or_unreadable_file_refuses_to_start() {
         "12x\n"
     );
 
+    // The same refusal when the directory comes from the environment.
     std::fs::write(dir.file("visits"), "").unwrap();
     let out = common::run(
         &["--addr", "127.0.0.1:0"],
         &[("WARPWATCH_DATA_DIR", dir.path().to_str().unwrap())],
     );
-    assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("empty file"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("empty file"),
+        "{}",
+        stderr_of(&out)
+    );
 
     // Unreadable: a directory where the file should be (permissions do not stop root).
     std::fs::remove_file(dir.file("visits")).unwrap();
     std::fs::create_dir(dir.file("visits")).unwrap();
-    let out = common::run(
-        &[
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        &[],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let (code, stderr) = start_refused(&dir);
+    assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("cannot read the visits file"), "{stderr}");
 }
 

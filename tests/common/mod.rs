@@ -49,8 +49,9 @@ impl Drop for TempDir {
 
 /// The binary with a clean environment (none of the variables it reads leak in from the caller).
 pub fn command() -> Command {
+    use warpwatch::config::{ENV_ADDR, ENV_DATA_DIR, ENV_LOG, ENV_PORT};
     let mut cmd = Command::new(BIN);
-    for var in ["WARPWATCH_ADDR", "WARPWATCH_DATA_DIR", "PORT", "RUST_LOG"] {
+    for var in [ENV_ADDR, ENV_DATA_DIR, ENV_PORT, ENV_LOG] {
         cmd.env_remove(var);
     }
     cmd
@@ -69,6 +70,10 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         .spawn()
         .unwrap();
     wait_output(child, Duration::from_secs(20))
+}
+
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn wait_output(mut child: Child, limit: Duration) -> Output {
