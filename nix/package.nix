@@ -16,8 +16,7 @@ let
       ../Cargo.lock
       ../src
       (lib.fileset.fileFilter (file: file.hasExt "rs") ../tests)
-      (lib.fileset.maybeMissing ../benches)
-      (lib.fileset.maybeMissing ../examples)
+      ../examples
     ];
   };
 in

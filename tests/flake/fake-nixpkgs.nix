@@ -43,7 +43,6 @@ let
       toSource = args: drv "source" { inherit (args) root; };
       unions = list: list;
       fileFilter = _: dir: dir;
-      maybeMissing = path: path;
     };
     nixosSystem = args: { nixosSystemArgs = args; };
   };
