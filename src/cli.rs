@@ -7,14 +7,8 @@ use std::process::ExitCode;
 use crate::config::{
     self, Config, DEFAULT_ADDR, DEFAULT_LOG, ENV_ADDR, ENV_DATA_DIR, ENV_LOG, ENV_PORT,
 };
+use crate::exit::{EXIT_DATA, EXIT_FAILURE, EXIT_USAGE};
 use crate::{probe, server};
-
-/// A runtime failure: cannot listen, cannot persist on stop, probe target unhealthy.
-pub const EXIT_FAILURE: u8 = 1;
-/// Bad flag, variable or argument.
-pub const EXIT_USAGE: u8 = 2;
-/// The visits file is corrupt or unreadable; fix it by hand (the message says how).
-pub const EXIT_DATA: u8 = 3;
 
 fn help() -> String {
     let any_ip = DEFAULT_ADDR.ip();

@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod exit;
 pub mod flusher;
 pub mod json;
 pub mod logging;

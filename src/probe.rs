@@ -10,8 +10,8 @@ use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::cli::{EXIT_FAILURE, EXIT_USAGE};
 use crate::config::{self, ArgReader, ENV_ADDR, ENV_PORT, EnvLookup, UsageError};
+use crate::exit::{EXIT_FAILURE, EXIT_USAGE};
 
 /// Overall deadline when `--timeout` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

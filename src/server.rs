@@ -11,8 +11,8 @@ use log::{error, info, warn};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
-use crate::cli::{EXIT_DATA, EXIT_FAILURE};
 use crate::config::Config;
+use crate::exit::{EXIT_DATA, EXIT_FAILURE};
 use crate::flusher::{FLUSH_INTERVAL, Flusher};
 use crate::shutdown::{DRAIN_TIMEOUT, Drain, Signals};
 use crate::visits::VisitStore;

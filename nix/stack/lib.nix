@@ -8,8 +8,7 @@ rec {
     if builtins.isAttrs left && builtins.isAttrs right then
       left
       // builtins.mapAttrs (
-        name: value:
-        if builtins.hasAttr name left then mergeWith joinLists left.${name} value else value
+        name: value: if builtins.hasAttr name left then mergeWith joinLists left.${name} value else value
       ) right
     else if builtins.isList left && builtins.isList right then
       joinLists left right

@@ -89,7 +89,9 @@ let
       parts = builtins.match "/var/lib/(.+)" services.${name}.dataDir;
     in
     if parts == null then
-      throw "warpwatch stack: services.${name}.dataDir must be under /var/lib on a NixOS host (got ${builtins.toJSON services.${name}.dataDir})"
+      throw "warpwatch stack: services.${name}.dataDir must be under /var/lib on a NixOS host (got ${
+        builtins.toJSON services.${name}.dataDir
+      })"
     else
       builtins.head parts;
 
@@ -136,7 +138,9 @@ let
           fi
           entered=$(${systemd}/bin/systemctl show --property=ActiveEnterTimestampMonotonic --value ${unit})
           read -r uptime _ < /proc/uptime
-          if [ $(( ''${uptime%.*} * 1000000 - entered )) -lt ${toString (service.startPeriodSeconds * 1000000)} ]; then
+          if [ $(( ''${uptime%.*} * 1000000 - entered )) -lt ${
+            toString (service.startPeriodSeconds * 1000000)
+          } ]; then
             exit 0
           fi
           if reason=$(${warpwatch}/bin/warpwatch probe --timeout ${toString hc.timeoutSeconds} ${service.healthUrl} 2>&1); then
@@ -260,8 +264,7 @@ let
           };
       };
       environment.etc = journaldEtc "warpwatch";
-      networking.firewall.allowedTCPPorts =
-        if openFirewall then [ services.warpwatch.port ] else [ ];
+      networking.firewall.allowedTCPPorts = if openFirewall then [ services.warpwatch.port ] else [ ];
       warnings =
         (
           if openFirewall && listenAddress == loopback then

@@ -71,11 +71,16 @@ let
       names = attrNames stack.services;
       active = activeServiceNames stack.logShipper;
       check = ok: message: if ok then [ ] else [ message ];
-      positive = field: value: check (positiveInt value) "${field} must be a positive integer (got ${show value})";
+      positive =
+        field: value: check (positiveInt value) "${field} must be a positive integer (got ${show value})";
       nonNegative =
-        field: value: check (nonNegativeInt value) "${field} must be a non-negative integer (got ${show value})";
+        field: value:
+        check (nonNegativeInt value) "${field} must be a non-negative integer (got ${show value})";
       absolute =
-        field: value: check (match "/.*" value != null) "${field} must be an absolute path starting with / (got ${show value})";
+        field: value:
+        check (
+          match "/.*" value != null
+        ) "${field} must be an absolute path starting with / (got ${show value})";
       nonEmpty = field: value: check (value != "") "${field} must not be empty";
 
       serviceRules =
@@ -84,7 +89,9 @@ let
           s = stack.services.${name};
           field = key: "services.${name}.${key}";
         in
-        check (isInt s.port && s.port >= 1 && s.port <= 65535) "${field "port"} must be a port number between 1 and 65535 (got ${show s.port})"
+        check (
+          isInt s.port && s.port >= 1 && s.port <= 65535
+        ) "${field "port"} must be a port number between 1 and 65535 (got ${show s.port})"
         ++ positive (field "memoryMiB") s.memoryMiB
         ++ nonNegative (field "startPeriodSeconds") s.startPeriodSeconds
         ++ nonNegative (field "uid") s.uid
@@ -93,24 +100,29 @@ let
         ++ absolute (field "dataDir") s.dataDir
         ++ nonEmpty (field "image.name") s.image.name
         ++ nonEmpty (field "image.tag") s.image.tag
-        ++ check (
-          s.healthcheckTest == [ ]
-          || (
-            builtins.all isString s.healthcheckTest
-            && elem (builtins.head s.healthcheckTest) [
-              "CMD"
-              "CMD-SHELL"
-            ]
-            && builtins.length s.healthcheckTest > 1
-          )
-        ) "${field "healthcheckTest"} must be [ ] (the built-in probe) or a list of strings starting with \"CMD\" or \"CMD-SHELL\" followed by the command (got ${show s.healthcheckTest})"
+        ++
+          check
+            (
+              s.healthcheckTest == [ ]
+              || (
+                builtins.all isString s.healthcheckTest
+                && elem (builtins.head s.healthcheckTest) [
+                  "CMD"
+                  "CMD-SHELL"
+                ]
+                && builtins.length s.healthcheckTest > 1
+              )
+            )
+            "${field "healthcheckTest"} must be [ ] (the built-in probe) or a list of strings starting with \"CMD\" or \"CMD-SHELL\" followed by the command (got ${show s.healthcheckTest})"
         ++ concatMap (
           dep:
-          check (isString dep && elem dep names) "${field "dependsOn"} names unknown service ${show dep} (known: ${concatStringsSep ", " names})"
+          check (
+            isString dep && elem dep names
+          ) "${field "dependsOn"} names unknown service ${show dep} (known: ${concatStringsSep ", " names})"
           ++ check (dep != name) "${field "dependsOn"} must not contain the service itself (${show dep})"
-          ++ check (
-            !(elem name active) || elem dep active
-          ) "${field "dependsOn"} names ${show dep}, which is not running with logShipper = ${show stack.logShipper}"
+          ++
+            check (!(elem name active) || elem dep active)
+              "${field "dependsOn"} names ${show dep}, which is not running with logShipper = ${show stack.logShipper}"
         ) s.dependsOn;
 
       # Two running services on one port: name both, the fix is on either side.
@@ -118,9 +130,10 @@ let
         a:
         concatMap (
           b:
-          check (
-            a >= b || stack.services.${a}.port != stack.services.${b}.port
-          ) "port clash: services.${a}.port and services.${b}.port are both ${toString stack.services.${a}.port}"
+          check (a >= b || stack.services.${a}.port != stack.services.${b}.port)
+            "port clash: services.${a}.port and services.${b}.port are both ${
+              toString stack.services.${a}.port
+            }"
         ) active
       ) active;
     in
@@ -137,15 +150,17 @@ let
         match "[a-z0-9][a-z0-9_-]*" stack.project != null
       ) "project must be lower-case letters, digits, - or _ (got ${show stack.project})"
       ++ nonEmpty "bindAddress" stack.bindAddress
-      ++ check (stack.logging.driver == "json-file") "logging.driver must be \"json-file\" (its rotation options are the ones rendered; got ${show stack.logging.driver})"
+      ++
+        check (stack.logging.driver == "json-file")
+          "logging.driver must be \"json-file\" (its rotation options are the ones rendered; got ${show stack.logging.driver})"
       ++ positive "logging.maxSizeMiB" stack.logging.maxSizeMiB
       ++ positive "logging.maxFiles" stack.logging.maxFiles
       ++ positive "healthcheck.intervalSeconds" stack.healthcheck.intervalSeconds
       ++ positive "healthcheck.timeoutSeconds" stack.healthcheck.timeoutSeconds
       ++ positive "healthcheck.retries" stack.healthcheck.retries
-      ++ check (
-        stack.healthcheck.timeoutSeconds <= stack.healthcheck.intervalSeconds
-      ) "healthcheck.timeoutSeconds (${toString stack.healthcheck.timeoutSeconds}) must not exceed healthcheck.intervalSeconds (${toString stack.healthcheck.intervalSeconds})"
+      ++
+        check (stack.healthcheck.timeoutSeconds <= stack.healthcheck.intervalSeconds)
+          "healthcheck.timeoutSeconds (${toString stack.healthcheck.timeoutSeconds}) must not exceed healthcheck.intervalSeconds (${toString stack.healthcheck.intervalSeconds})"
       ++ check (elem stack.restart [
         "no"
         "always"
@@ -156,9 +171,9 @@ let
       ++ nonNegative "containerLogs.readerUid" stack.containerLogs.readerUid
       ++ positive "prometheus.scrapeIntervalSeconds" stack.prometheus.scrapeIntervalSeconds
       ++ positive "prometheus.evaluationIntervalSeconds" stack.prometheus.evaluationIntervalSeconds
-      ++ check (
-        match "[0-9]+(ms|s|m|h|d|w|y)" stack.prometheus.retention != null
-      ) "prometheus.retention must be a Prometheus duration such as \"15d\" (got ${show stack.prometheus.retention})"
+      ++
+        check (match "[0-9]+(ms|s|m|h|d|w|y)" stack.prometheus.retention != null)
+          "prometheus.retention must be a Prometheus duration such as \"15d\" (got ${show stack.prometheus.retention})"
       ++ positive "loki.retentionHours" stack.loki.retentionHours
       ++ positive "journal.maxAgeHours" stack.journal.maxAgeHours
       ++ concatMap serviceRules names

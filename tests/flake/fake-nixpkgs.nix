@@ -26,7 +26,9 @@ let
     inherit (builtins) mapAttrs;
     optionalAttrs = condition: set: if condition then set else { };
     getExe = d: "${d}/bin/${d.meta.mainProgram}";
-    concatMapStringsSep = sep: f: list: builtins.concatStringsSep sep (map f list);
+    concatMapStringsSep =
+      sep: f: list:
+      builtins.concatStringsSep sep (map f list);
     importTOML = file: builtins.fromTOML (builtins.readFile file);
     licenses.mit = "mit";
     platforms = {
@@ -101,7 +103,9 @@ let
               };
             }
           );
-        runCommand = name: env: script: drv name (env // { inherit script; });
+        runCommand =
+          name: env: script:
+          drv name (env // { inherit script; });
         testers.runNixOSTest = module: drv "nixos-test" { inherit module; };
         mkShell = args: drv "shell" args;
         python3.withPackages =

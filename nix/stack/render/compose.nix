@@ -157,7 +157,11 @@ let
     )
     // (
       if service.dependsOn != [ ] then
-        { depends_on = genAttrs service.dependsOn (_: { condition = "service_healthy"; }); }
+        {
+          depends_on = genAttrs service.dependsOn (_: {
+            condition = "service_healthy";
+          });
+        }
       else
         { }
     );

@@ -8,7 +8,8 @@ stack:
 }:
 let
   inherit (import ../lib.nix) addressOf seconds;
-  urlOf = name: "http://${addressOf "configs.grafana" target name}:${toString stack.services.${name}.port}";
+  urlOf =
+    name: "http://${addressOf "configs.grafana" target name}:${toString stack.services.${name}.port}";
 in
 {
   datasources = {
