@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::{Service, TempDir, run, stderr_of};
 
+/// Arguments, environment, and the flag or variable the error must name.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn help_and_version() {
     let out = run(&["--help"], &[]);
@@ -35,7 +38,6 @@ fn help_and_version() {
 
 #[test]
 fn invalid_configuration_exits_2_naming_the_setting() {
-    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
     let cases: &[Case] = &[
         (&["--addr", "localhost:80"], &[], "--addr"),
         (&["--addr"], &[], "--addr"),
@@ -74,7 +76,7 @@ fn data_dir_that_is_a_file_is_a_usage_error() {
     let file = dir.file("visits-dir");
     std::fs::write(&file, "").unwrap();
     let file = file.display().to_string();
-    let cases: [(&[&str], &[(&str, &str)], &str); 2] = [
+    let cases: [Case; 2] = [
         (&["--data-dir", &file], &[], "--data-dir"),
         (&[], &[("WARPWATCH_DATA_DIR", &file)], "WARPWATCH_DATA_DIR"),
     ];
