@@ -1,6 +1,6 @@
 //! Service configuration: the raw values the command line gathered, checked up front.
 //!
-//! [`crate::cli`] reads the flags and their variables (`--addr`/`WARPWATCH_ADDR`,
+//! The command line (`cli`) reads the flags and their variables (`--addr`/`WARPWATCH_ADDR`,
 //! `--data-dir`/`WARPWATCH_DATA_DIR`) with clap; this module turns those values into a [`Config`],
 //! adding the settings that have no flag (`PORT`, `RUST_LOG`). Precedence for each setting: flag,
 //! then its variable, then the default. An empty variable counts as unset (compose files often
@@ -142,7 +142,7 @@ fn parse_addr(source: &str, value: &str) -> Result<SocketAddr, UsageError> {
 }
 
 /// A data directory path: not empty, and not something that exists but is no directory. Whether
-/// it can be created is the startup's business ([`crate::cli`]), since that is no usage error.
+/// it can be created is for the startup in `cli` to check, since that is no usage error.
 fn parse_dir(given: Given<'_>) -> Result<PathBuf, UsageError> {
     let source = given.source;
     let expected = "expected a directory path (created if missing), e.g. /var/lib/warpwatch";

@@ -3,8 +3,8 @@
 //!
 //! One GET through hyper's client connection on a current-thread runtime, under one overall
 //! deadline that covers name resolution, connecting, sending and the answer's head. Exit 0 on
-//! 2xx; 1 with a one-line reason otherwise. (Usage errors, exit 2, are caught by [`crate::cli`]
-//! and by [`Target::parse`].)
+//! 2xx; 1 with a one-line reason otherwise. (Usage errors, exit 2, are caught by the command
+//! line in `cli` and by [`Target::parse`].)
 
 use std::cell::RefCell;
 use std::io;
