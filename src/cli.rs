@@ -1,56 +1,177 @@
-//! Command-line entry: `warpwatch [--addr ADDR] [--data-dir DIR]`, `warpwatch probe ...`,
-//! `--help`, `--version`; and the exit statuses.
+//! The command line, the top layer: `warpwatch [--addr ADDR] [--data-dir DIR]`,
+//! `warpwatch probe [--timeout SECONDS] [URL]`, `--help`, `--version`. clap reads the flags and
+//! their variables; [`crate::config`] checks the values; the data directory is created here, so a
+//! directory that cannot be made stops the process before the port opens.
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{
-    self, Config, DEFAULT_ADDR, DEFAULT_LOG, ENV_ADDR, ENV_DATA_DIR, ENV_LOG, ENV_PORT,
+    self, Config, DEFAULT_ADDR, DEFAULT_LOG, ENV_ADDR, ENV_DATA_DIR, ENV_LOG, ENV_PORT, Given,
 };
 use crate::exit::{EXIT_DATA, EXIT_FAILURE, EXIT_USAGE};
 use crate::{probe, server};
 
-fn help() -> String {
-    let any_ip = DEFAULT_ADDR.ip();
+/// warpwatch: Moscow time and a visit counter, instrumented for Prometheus.
+#[derive(Debug, Parser)]
+#[command(
+    name = "warpwatch",
+    version,
+    after_help = after_help(),
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true,
+    hide_possible_values = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[arg(long, value_name = "ADDR", env = ENV_ADDR, hide_env_values = true, help = addr_help())]
+    addr: Option<OsString>,
+
+    /// Directory of the visits file, created if missing [default: none, the count is kept in
+    /// memory only]
+    #[arg(long, value_name = "DIR", env = ENV_DATA_DIR, hide_env_values = true)]
+    data_dir: Option<OsString>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Health-check a URL: exit 0 on a 2xx answer, 1 otherwise (see warpwatch probe --help)
+    #[command(long_about = probe_about())]
+    Probe {
+        /// Overall deadline in seconds (resolve, connect, send, the answer's head) [default: 5]
+        #[arg(long, value_name = "SECONDS", value_parser = probe::parse_timeout)]
+        timeout: Option<Duration>,
+
+        /// http://HOST[:PORT][/PATH]; default: this service's own /healthz
+        url: Option<String>,
+    },
+}
+
+fn addr_help() -> String {
+    format!(
+        "Listen address, IP:PORT [default: {any}:${ENV_PORT} when {ENV_PORT} is set, else {DEFAULT_ADDR}]",
+        any = DEFAULT_ADDR.ip()
+    )
+}
+
+fn after_help() -> String {
     format!(
         "\
-warpwatch: Moscow time and a visit counter, instrumented for Prometheus.
-
-Usage:
-  warpwatch [--addr ADDR] [--data-dir DIR]     serve HTTP
-  warpwatch probe [--timeout SECONDS] [URL]    health-check a URL (see warpwatch probe --help)
-  warpwatch --help | --version
-
-Options (each falls back to an environment variable, then a default):
-  --addr ADDR       listen address, IP:PORT    {ENV_ADDR}, else {any_ip}:${ENV_PORT}, else {DEFAULT_ADDR}
-  --data-dir DIR    visits file directory      {ENV_DATA_DIR} (unset: count kept in memory only)
-                    log filter                 {ENV_LOG} (default {DEFAULT_LOG}), e.g. warn,warpwatch=debug
+Environment: {ENV_LOG} log filter, comma-separated LEVEL or MODULE=LEVEL (default {DEFAULT_LOG}), e.g.
+warn,warpwatch=debug. Flags win over variables; an empty variable counts as unset.
 
 Endpoints: GET /  /visits  /healthz  /readyz  /metrics
 
-Exit status: 0 stopped cleanly; {EXIT_FAILURE} runtime failure (e.g. address in use); {EXIT_USAGE} invalid flag or
-variable; {EXIT_DATA} visits file corrupt or unreadable (never reset to 0; the message says what to do)."
+Exit status: 0 stopped cleanly; {EXIT_FAILURE} runtime failure (e.g. address in use, data directory cannot be
+created); {EXIT_USAGE} invalid flag or variable; {EXIT_DATA} visits file corrupt or unreadable (never reset to 0;
+the message says what to do)."
+    )
+}
+
+fn probe_about() -> String {
+    format!(
+        "\
+HTTP GET URL and exit 0 on a 2xx answer, {EXIT_FAILURE} otherwise (with a one-line reason), {EXIT_USAGE} on bad usage.
+URL defaults to this service's own /healthz, at the address {ENV_ADDR} or {ENV_PORT} configure
+(loopback when listening on all interfaces). Only http:// URLs are supported."
     )
 }
 
 /// Runs the command line `args` (without the program name).
 pub fn main(args: Vec<OsString>) -> ExitCode {
-    if args.first().is_some_and(|a| a == "probe") {
-        return probe::main(&args[1..], &config::process_env);
+    let probe_command = args.first().is_some_and(|a| a == "probe");
+    let argv = std::iter::once(OsString::from("warpwatch")).chain(args);
+    let matches = match Cli::command().try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) => return clap_error(&e, probe_command),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(&e, probe_command),
+    };
+    if let Some(Command::Probe { timeout, url }) = cli.command {
+        let timeout = timeout.unwrap_or(probe::DEFAULT_TIMEOUT);
+        return probe::main(url, timeout, &config::process_env);
     }
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{}", help());
-        return ExitCode::SUCCESS;
-    }
-    if args.iter().any(|a| a == "-V" || a == "--version") {
-        println!("warpwatch {}", crate::VERSION);
-        return ExitCode::SUCCESS;
-    }
-    match Config::from_args(&args, &config::process_env) {
-        Ok(config) => server::run(config),
+    let config = Config::resolve(
+        given(&matches, &cli.addr, "addr", ("--addr", ENV_ADDR)),
+        given(
+            &matches,
+            &cli.data_dir,
+            "data_dir",
+            ("--data-dir", ENV_DATA_DIR),
+        ),
+        &config::process_env,
+    );
+    let config = match config {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("warpwatch: {e}");
-            ExitCode::from(EXIT_USAGE)
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Some(dir) = &config.data_dir {
+        if let Err(e) = create_data_dir(dir) {
+            eprintln!("warpwatch: {e}");
+            return ExitCode::from(EXIT_FAILURE);
         }
     }
+    server::run(config)
+}
+
+/// The value of argument `id`, if any, with the flag or the variable it came from.
+fn given<'a>(
+    matches: &ArgMatches,
+    value: &'a Option<OsString>,
+    id: &str,
+    (flag, var): (&'static str, &'static str),
+) -> Option<Given<'a>> {
+    let value = value.as_deref()?;
+    match matches.value_source(id) {
+        // An empty variable counts as unset (compose files often pass `VAR=` through).
+        Some(ValueSource::EnvVariable) if value.is_empty() => None,
+        Some(ValueSource::EnvVariable) => Some(Given { value, source: var }),
+        _ => Some(Given {
+            value,
+            source: flag,
+        }),
+    }
+}
+
+/// A data directory that cannot be made is an operator's error to fix now, not a service that
+/// starts and stays unready.
+fn create_data_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!(
+            "cannot create the data directory {}: {e}; create it by hand, or choose another \
+             directory with --data-dir or {ENV_DATA_DIR}",
+            dir.display()
+        )
+    })
+}
+
+/// Help and version go to stdout (exit 0); a usage error is one line on stderr (exit 2).
+fn clap_error(e: &clap::Error, probe_command: bool) -> ExitCode {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let message = first.strip_prefix("error: ").unwrap_or(first);
+    let (prefix, help) = if probe_command {
+        ("warpwatch probe", "warpwatch probe --help")
+    } else {
+        ("warpwatch", "warpwatch --help")
+    };
+    eprintln!("{prefix}: {message}; see {help}");
+    ExitCode::from(EXIT_USAGE)
 }

@@ -1,10 +1,13 @@
-//! Service configuration: command-line flags with environment fallbacks, validated up front.
+//! Service configuration: the raw values the command line gathered, checked up front.
 //!
-//! Precedence for each setting: flag, then its variable, then the default. An empty variable counts
-//! as unset (compose files often pass `VAR=` through). Every error names the flag or variable and
-//! the accepted form, and makes the process exit with status 2.
+//! The command line (`cli`) reads the flags and their variables (`--addr`/`WARPWATCH_ADDR`,
+//! `--data-dir`/`WARPWATCH_DATA_DIR`) with clap; this module turns those values into a [`Config`],
+//! adding the settings that have no flag (`PORT`, `RUST_LOG`). Precedence for each setting: flag,
+//! then its variable, then the default. An empty variable counts as unset (compose files often
+//! pass `VAR=` through). Every error names the flag or variable and the accepted form, and makes
+//! the process exit with status 2.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -39,6 +42,13 @@ pub fn process_env(name: &str) -> Option<OsString> {
     std::env::var_os(name)
 }
 
+/// A value as given, and the flag or variable it came from (which errors name).
+#[derive(Debug, Clone, Copy)]
+pub struct Given<'a> {
+    pub value: &'a OsStr,
+    pub source: &'a str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub addr: SocketAddr,
@@ -49,38 +59,20 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses the serve command's flags (`--addr`, `--data-dir`) with environment fallbacks.
-    pub fn from_args(args: &[OsString], env: EnvLookup<'_>) -> Result<Config, UsageError> {
-        let mut addr_flag = None;
-        let mut data_dir_flag = None;
-        let mut args = ArgReader::new(args);
-        while let Some(arg) = args.next_arg()? {
-            match arg {
-                "--addr" => addr_flag = Some(args.value(arg, "see warpwatch --help")?),
-                "--data-dir" => data_dir_flag = Some(args.value(arg, "see warpwatch --help")?),
-                other if other.starts_with('-') => {
-                    return Err(UsageError(format!(
-                        "unknown option '{other}'; see warpwatch --help"
-                    )));
-                }
-                other => {
-                    return Err(UsageError(format!(
-                        "unexpected argument '{other}' (the only subcommand is 'probe'); see warpwatch --help"
-                    )));
-                }
-            }
-        }
-
-        let addr = match addr_flag {
-            Some(v) => parse_addr("--addr", v)?,
-            None => addr_from_env(env)?,
+    /// Checks what `--addr`/`WARPWATCH_ADDR` and `--data-dir`/`WARPWATCH_DATA_DIR` gave (`None`:
+    /// neither), and reads `PORT` and `RUST_LOG` from `env`.
+    pub fn resolve(
+        addr: Option<Given<'_>>,
+        data_dir: Option<Given<'_>>,
+        env: EnvLookup<'_>,
+    ) -> Result<Config, UsageError> {
+        let addr = match addr {
+            Some(g) => parse_addr(g.source, utf8(g)?)?,
+            None => port_from_env(env)?,
         };
-        let data_dir = match data_dir_flag {
-            Some(v) => Some(parse_dir("--data-dir", v)?),
-            None => match env_value(env, ENV_DATA_DIR)? {
-                Some(v) => Some(parse_dir(ENV_DATA_DIR, &v)?),
-                None => None,
-            },
+        let data_dir = match data_dir {
+            Some(g) => Some(parse_dir(g)?),
+            None => None,
         };
         let log = match env_value(env, ENV_LOG)? {
             Some(v) => {
@@ -97,80 +89,45 @@ impl Config {
     }
 }
 
-/// The listen address from `WARPWATCH_ADDR`, else `PORT` (on all interfaces), else the default.
+/// The listen address from `WARPWATCH_ADDR`, else `PORT` (on all interfaces), else the default:
+/// what the server uses when `--addr` is not given, and where the probe looks by default.
 pub fn addr_from_env(env: EnvLookup<'_>) -> Result<SocketAddr, UsageError> {
-    if let Some(v) = env_value(env, ENV_ADDR)? {
-        return parse_addr(ENV_ADDR, &v);
+    match env_value(env, ENV_ADDR)? {
+        Some(v) => parse_addr(ENV_ADDR, &v),
+        None => port_from_env(env),
     }
-    if let Some(v) = env_value(env, ENV_PORT)? {
-        let port = v.trim().parse::<u16>().map_err(|_| {
-            UsageError(format!(
-                "invalid {ENV_PORT} '{v}': expected a port number from 0 to 65535, e.g. {ENV_PORT}=8080"
-            ))
-        })?;
-        return Ok(SocketAddr::new(DEFAULT_ADDR.ip(), port));
-    }
-    Ok(DEFAULT_ADDR)
+}
+
+/// `PORT` on all interfaces, else the default.
+fn port_from_env(env: EnvLookup<'_>) -> Result<SocketAddr, UsageError> {
+    let Some(v) = env_value(env, ENV_PORT)? else {
+        return Ok(DEFAULT_ADDR);
+    };
+    let port = v.trim().parse::<u16>().map_err(|_| {
+        UsageError(format!(
+            "invalid {ENV_PORT} '{v}': expected a port number from 0 to 65535, e.g. {ENV_PORT}=8080"
+        ))
+    })?;
+    Ok(SocketAddr::new(DEFAULT_ADDR.ip(), port))
 }
 
 fn env_value(env: EnvLookup<'_>, name: &str) -> Result<Option<String>, UsageError> {
     match env(name) {
         None => Ok(None),
         Some(v) if v.is_empty() => Ok(None),
-        Some(v) => utf8(name, &v).map(|s| Some(s.to_owned())),
+        Some(v) => utf8(Given {
+            value: &v,
+            source: name,
+        })
+        .map(|s| Some(s.to_owned())),
     }
 }
 
-/// A command line read one argument at a time, where a flag's value may follow as the next
-/// argument (`--addr 127.0.0.1:80`) or inline (`--addr=127.0.0.1:80`). Shared by the serve and
-/// probe commands so both accept the same forms and word their errors alike.
-pub(crate) struct ArgReader<'a> {
-    rest: std::slice::Iter<'a, OsString>,
-    inline: Option<&'a str>,
-}
-
-impl<'a> ArgReader<'a> {
-    pub(crate) fn new(args: &'a [OsString]) -> ArgReader<'a> {
-        ArgReader {
-            rest: args.iter(),
-            inline: None,
-        }
-    }
-
-    /// The next flag (without its `=value`) or positional argument.
-    pub(crate) fn next_arg(&mut self) -> Result<Option<&'a str>, UsageError> {
-        let Some(arg) = self.rest.next() else {
-            return Ok(None);
-        };
-        let arg = utf8("argument", arg)?;
-        Ok(Some(match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => {
-                self.inline = Some(value);
-                name
-            }
-            _ => {
-                self.inline = None;
-                arg
-            }
-        }))
-    }
-
-    /// The value of `flag`, the argument [`ArgReader::next_arg`] just returned.
-    pub(crate) fn value(&mut self, flag: &str, hint: &str) -> Result<&'a str, UsageError> {
-        if let Some(v) = self.inline.take() {
-            return Ok(v);
-        }
-        match self.rest.next() {
-            Some(v) => utf8(flag, v),
-            None => Err(UsageError(format!("{flag} needs a value; {hint}"))),
-        }
-    }
-}
-
-fn utf8<'a>(what: &str, value: &'a OsString) -> Result<&'a str, UsageError> {
-    value.to_str().ok_or_else(|| {
+fn utf8<'a>(given: Given<'a>) -> Result<&'a str, UsageError> {
+    given.value.to_str().ok_or_else(|| {
         UsageError(format!(
-            "invalid {what} {value:?}: not valid UTF-8; use a UTF-8 value"
+            "invalid {} {:?}: not valid UTF-8; use a UTF-8 value",
+            given.source, given.value
         ))
     })
 }
@@ -184,19 +141,31 @@ fn parse_addr(source: &str, value: &str) -> Result<SocketAddr, UsageError> {
     })
 }
 
-fn parse_dir(source: &str, value: &str) -> Result<PathBuf, UsageError> {
-    if value.trim().is_empty() {
-        return Err(UsageError(format!(
-            "invalid {source}: empty; expected a directory path, e.g. /var/lib/warpwatch"
-        )));
+/// A data directory path: not empty, and not something that exists but is no directory. Whether
+/// it can be created is for the startup in `cli` to check, since that is no usage error.
+fn parse_dir(given: Given<'_>) -> Result<PathBuf, UsageError> {
+    let source = given.source;
+    let expected = "expected a directory path (created if missing), e.g. /var/lib/warpwatch";
+    if given.value.to_str().is_some_and(|s| s.trim().is_empty()) {
+        return Err(UsageError(format!("invalid {source}: empty; {expected}")));
     }
-    Ok(PathBuf::from(value))
+    let dir = PathBuf::from(given.value);
+    match std::fs::metadata(&dir) {
+        Ok(meta) if !meta.is_dir() => Err(UsageError(format!(
+            "invalid {source} '{}': it exists and is not a directory; {expected}",
+            dir.display()
+        ))),
+        _ => Ok(dir),
+    }
 }
 
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
-/// Checks a `RUST_LOG` value the way env_logger reads it, because env_logger itself only prints a
-/// warning and carries on with a filter the operator did not ask for.
+/// Checks a `RUST_LOG` value against the subset of env_logger's syntax this service documents:
+/// comma-separated `LEVEL` or `MODULE=LEVEL` directives, optionally followed by `/REGEX`.
+/// env_logger itself only prints a warning and carries on with a filter the operator did not ask
+/// for; and it reads a bare word that is no level (`RUST_LOG=verbose`) as a module name, which
+/// silences every other module. So a bare word must be a level here.
 pub fn validate_log_filter(spec: &str) -> Result<(), UsageError> {
     let bad = |why: &str| {
         UsageError(format!(
@@ -222,20 +191,18 @@ pub fn validate_log_filter(spec: &str) -> Result<(), UsageError> {
         }
         match level {
             Some(level) => {
-                if module.is_empty() {
-                    return Err(bad(&format!("'{directive}' has no module before '='")));
+                if !is_module_path(module) {
+                    return Err(bad(&format!("'{module}' before '=' is not a module path")));
                 }
                 if !is_level(level) {
                     return Err(bad(&format!("unknown level '{level}'")));
                 }
             }
+            None if is_level(module) => {}
             None => {
-                // A bare word is a level if it names one, otherwise a module path.
-                if !is_level(module) && !is_module_path(module) {
-                    return Err(bad(&format!(
-                        "'{module}' is neither a level nor a module path"
-                    )));
-                }
+                return Err(bad(&format!(
+                    "'{module}' is not a level (a module needs one: MODULE=LEVEL)"
+                )));
             }
         }
     }
@@ -268,41 +235,57 @@ mod tests {
         }
     }
 
-    fn args(list: &[&str]) -> Vec<OsString> {
-        list.iter().map(OsString::from).collect()
+    fn flag<'a>(source: &'a str, value: &'a str) -> Option<Given<'a>> {
+        Some(Given {
+            value: OsStr::new(value),
+            source,
+        })
     }
 
     #[test]
     fn defaults_apply_when_nothing_is_set() {
-        let c = Config::from_args(&[], &env_of(&[])).unwrap();
+        let c = Config::resolve(None, None, &env_of(&[])).unwrap();
         assert_eq!(c.addr, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(c.data_dir, None);
         assert_eq!(c.log, "info");
     }
 
     #[test]
-    fn flag_beats_variable_beats_port() {
-        let env = env_of(&[("WARPWATCH_ADDR", "127.0.0.1:9000"), ("PORT", "7000")]);
-        let c = Config::from_args(&args(&["--addr=127.0.0.1:1234"]), &env).unwrap();
+    fn given_address_beats_port() {
+        let env = env_of(&[("PORT", "7000")]);
+        let c = Config::resolve(flag("--addr", "127.0.0.1:1234"), None, &env).unwrap();
         assert_eq!(c.addr.port(), 1234);
-        let c = Config::from_args(&[], &env).unwrap();
-        assert_eq!(c.addr.port(), 9000);
-        let c = Config::from_args(&[], &env_of(&[("PORT", "7000")])).unwrap();
+        let c = Config::resolve(None, None, &env).unwrap();
         assert_eq!(c.addr, "0.0.0.0:7000".parse().unwrap());
-        let c = Config::from_args(&[], &env_of(&[("WARPWATCH_ADDR", ""), ("PORT", "7")])).unwrap();
-        assert_eq!(c.addr.port(), 7);
+        let env = env_of(&[("WARPWATCH_ADDR", "127.0.0.1:9000"), ("PORT", "7000")]);
+        assert_eq!(addr_from_env(&env).unwrap().port(), 9000);
+        let env = env_of(&[("WARPWATCH_ADDR", ""), ("PORT", "7")]);
+        assert_eq!(addr_from_env(&env).unwrap().port(), 7);
     }
 
     #[test]
     fn errors_name_their_source() {
-        let e = Config::from_args(&args(&["--addr", "localhost"]), &env_of(&[])).unwrap_err();
+        let e = Config::resolve(flag("--addr", "localhost"), None, &env_of(&[])).unwrap_err();
         assert!(e.0.contains("--addr") && e.0.contains("IP:PORT"), "{e}");
-        let e = Config::from_args(&[], &env_of(&[("PORT", "http")])).unwrap_err();
+        let e = Config::resolve(None, None, &env_of(&[("PORT", "http")])).unwrap_err();
         assert!(e.0.starts_with("invalid PORT 'http'"), "{e}");
-        let e = Config::from_args(&args(&["--data-dir"]), &env_of(&[])).unwrap_err();
-        assert!(e.0.contains("--data-dir needs a value"), "{e}");
-        let e = Config::from_args(&args(&["--verbose"]), &env_of(&[])).unwrap_err();
-        assert!(e.0.contains("unknown option '--verbose'"), "{e}");
+        let e = Config::resolve(None, flag("WARPWATCH_DATA_DIR", " "), &env_of(&[])).unwrap_err();
+        assert!(e.0.starts_with("invalid WARPWATCH_DATA_DIR: empty"), "{e}");
+    }
+
+    #[test]
+    fn data_dir_must_not_be_a_file() {
+        let file = std::env::current_exe().unwrap();
+        let file = file.to_str().unwrap();
+        let e = Config::resolve(None, flag("--data-dir", file), &env_of(&[])).unwrap_err();
+        assert!(
+            e.0.contains("--data-dir") && e.0.contains("not a directory"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir();
+        let dir = dir.to_str().unwrap();
+        let c = Config::resolve(None, flag("--data-dir", dir), &env_of(&[])).unwrap();
+        assert_eq!(c.data_dir, Some(PathBuf::from(dir)));
     }
 
     #[test]
@@ -311,19 +294,21 @@ mod tests {
             "info",
             "WARN",
             "warn,warpwatch=debug",
-            "warpwatch::server",
+            "warpwatch::server=trace",
             "info/foo",
             "off",
         ] {
             validate_log_filter(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
         for bad in [
-            "info,lo!ud",
+            "verbose",
+            "info,warpwatch",
+            "info,lo!ud=info",
             "warpwatch=loud",
             "=info",
             "a=b=c",
             "info/x/y",
-            "war pwatch",
+            "war pwatch=info",
         ] {
             assert!(validate_log_filter(bad).is_err(), "{bad} accepted");
         }

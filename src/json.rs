@@ -1,36 +1,74 @@
-//! The few JSON bodies this service sends are fixed shapes of numbers and short strings; writing
-//! them by hand avoids a serialisation dependency. Strings that may carry outside text (error
-//! reasons with file paths) go through [`string`].
+//! The JSON bodies this service sends, as serde types: the field order of each struct is the
+//! order on the wire, and serde_json does all the escaping.
 
-use std::fmt::Write;
+use serde::Serialize;
+
+/// `GET /` when JSON is preferred.
+#[derive(Debug, Serialize)]
+pub struct Index<'a> {
+    /// RFC 3339.
+    pub time: &'a str,
+    pub timezone: &'a str,
+    pub utc_offset: &'a str,
+    pub visits: u64,
+}
+
+/// `GET /visits`.
+#[derive(Debug, Serialize)]
+pub struct Visits {
+    pub visits: u64,
+}
+
+/// `GET /readyz`: `{"status":"ready"}` or `{"status":"not ready","reason":"..."}`.
+#[derive(Debug, Serialize)]
+pub struct Readiness<'a> {
+    pub status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+}
+
+/// Error answers: `{"error":"not found"}`, or with the methods a path allows.
+#[derive(Debug, Serialize)]
+pub struct Error<'a> {
+    pub error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow: Option<&'a str>,
+}
+
+/// `value` as a JSON text.
+pub fn body(value: &impl Serialize) -> String {
+    // Serialising these plain structs cannot fail (no maps with non-string keys, no I/O).
+    serde_json::to_string(value).unwrap_or_default()
+}
 
 /// `s` as a JSON string literal, quotes included.
 pub fn string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    body(&s)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn escapes_quotes_backslashes_and_controls() {
-        assert_eq!(super::string(r#"a"b\c"#), r#""a\"b\\c""#);
-        assert_eq!(super::string("x\ny\u{1}"), r#""x\ny\u0001""#);
-        assert_eq!(super::string("é"), "\"é\"");
+        assert_eq!(string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(string("x\ny\u{1}"), r#""x\ny\u0001""#);
+        assert_eq!(string("é"), "\"é\"");
+    }
+
+    #[test]
+    fn bodies_keep_their_field_order() {
+        let ready = body(&Readiness {
+            status: "not ready",
+            reason: Some("disk \"full\""),
+        });
+        assert_eq!(ready, r#"{"status":"not ready","reason":"disk \"full\""}"#);
+        let e = body(&Error {
+            error: "method not allowed",
+            allow: Some("GET, HEAD"),
+        });
+        assert_eq!(e, r#"{"error":"method not allowed","allow":"GET, HEAD"}"#);
+        assert_eq!(body(&Visits { visits: 7 }), r#"{"visits":7}"#);
     }
 }

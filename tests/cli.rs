@@ -6,7 +6,10 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{Service, run, stderr_of};
+use common::{Service, TempDir, run, stderr_of};
+
+/// Arguments, environment, and the flag or variable the error must name.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
 
 #[test]
 fn help_and_version() {
@@ -35,7 +38,6 @@ fn help_and_version() {
 
 #[test]
 fn invalid_configuration_exits_2_naming_the_setting() {
-    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
     let cases: &[Case] = &[
         (&["--addr", "localhost:80"], &[], "--addr"),
         (&["--addr"], &[], "--addr"),
@@ -44,6 +46,8 @@ fn invalid_configuration_exits_2_naming_the_setting() {
         (&[], &[("PORT", "eighty")], "PORT"),
         (&["--data-dir", ""], &[], "--data-dir"),
         (&[], &[("RUST_LOG", "warpwatch=loud")], "RUST_LOG"),
+        // env_logger would read a bare non-level word as a module name and silence everything.
+        (&[], &[("RUST_LOG", "verbose")], "RUST_LOG"),
         (&["--verbose"], &[], "--verbose"),
         (&["serve"], &[], "serve"),
     ];
@@ -63,6 +67,60 @@ fn invalid_configuration_exits_2_naming_the_setting() {
     }
     // The accepted form is spelled out.
     assert!(stderr_of(&run(&[], &[("WARPWATCH_ADDR", "x")])).contains("IP:PORT"));
+    assert!(stderr_of(&run(&[], &[("RUST_LOG", "verbose")])).contains("MODULE=LEVEL"));
+}
+
+#[test]
+fn data_dir_that_is_a_file_is_a_usage_error() {
+    let dir = TempDir::new("cli-data-file");
+    let file = dir.file("visits-dir");
+    std::fs::write(&file, "").unwrap();
+    let file = file.display().to_string();
+    let cases: [Case; 2] = [
+        (&["--data-dir", &file], &[], "--data-dir"),
+        (&[], &[("WARPWATCH_DATA_DIR", &file)], "WARPWATCH_DATA_DIR"),
+    ];
+    for (args, env, named) in cases {
+        let out = run(&[&["--addr", "127.0.0.1:0"], args].concat(), env);
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{named}: {stderr}");
+        assert!(
+            stderr.contains(named) && stderr.contains(&file) && stderr.contains("not a directory"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr}");
+    }
+}
+
+#[test]
+fn data_dir_that_cannot_be_created_stops_the_start() {
+    let dir = TempDir::new("cli-data-uncreatable");
+    let file = dir.file("file");
+    std::fs::write(&file, "").unwrap();
+    // Tests run as root, so permissions cannot stop the creation: a regular file as parent can,
+    // and so can /proc, where no directory can be made (and nothing is there to be read).
+    let under_file = file.join("data").display().to_string();
+    for (data_dir, os_error) in [
+        (under_file.as_str(), "Not a directory (os error 20)"),
+        (
+            "/proc/warpwatch-test/data",
+            "No such file or directory (os error 2)",
+        ),
+    ] {
+        let out = run(&["--addr", "127.0.0.1:0", "--data-dir", data_dir], &[]);
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "cannot create the data directory {data_dir}: {os_error}"
+            )),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("listening on"),
+            "the port opened: {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -77,6 +135,14 @@ fn port_in_use_is_a_clear_error() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // A filter that hides every log line still lets the refusal through.
+    let out = run(&["--addr", &addr], &[("RUST_LOG", "off")]);
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
 }
 
 /// Runs `warpwatch probe ARGS`, which must fail (exit 1) with one line naming `reason`.
