@@ -92,8 +92,10 @@ let
       svc = stack.services.${service};
       inherit (svc.image) name tag;
       uid = toString svc.uid;
+      namingUid = line: if svc.uid == 0 then [ ] else [ line ];
       # Directories the service writes: its state (a named volume in compose, which Docker seeds
-      # with the image directory's owner, so it must already belong to the service's uid) and /tmp.
+      # with the image directory's owner, so it must belong to the uid compose runs it as: both
+      # are the service record's `uid`) and /tmp.
       directories = [
         {
           path = svc.dataDir;
@@ -122,8 +124,9 @@ let
             service
             "warpwatch"
           ];
-      passwd = "${service}:x:${uid}:${uid}:${service}:${svc.dataDir}:/sbin/nologin";
-      group = "${service}:x:${uid}:";
+      # /etc/passwd and /etc/group lines naming the service's uid (fakeNss already names root).
+      passwd = namingUid "${service}:x:${uid}:${uid}:${service}:${svc.dataDir}:/sbin/nologin";
+      group = namingUid "${service}:x:${uid}:";
       # Runs under fakeroot in the customisation layer (cwd = image root).
       fakeRootCommands = concatStringsSep "\n" (
         map (dir: ''
