@@ -172,6 +172,21 @@ let
   # The services the rendered compose file runs (the log shipper chosen by the declaration).
   composeServices = filter (name: hasAttr name images) (attrNames api.compose.file.services);
 
+  # How long `nix run .#stack -- up` waits for every service to turn healthy: the slowest may fail
+  # every probe of its start period and still pass `retries` more, one interval apart.
+  upTimeoutSeconds =
+    let
+      inherit (stack.healthcheck) intervalSeconds retries;
+      longestStart = builtins.foldl' (
+        longest: name:
+        let
+          period = stack.services.${name}.startPeriodSeconds;
+        in
+        if period > longest then period else longest
+      ) 0 composeServices;
+    in
+    longestStart + intervalSeconds * (retries + 1);
+
   host = if stack.bindAddress == "0.0.0.0" then loopback else stack.bindAddress;
   published = filter (name: stack.services.${name}.published) composeServices;
 in
@@ -182,6 +197,7 @@ in
     images
     composeServices
     toTag
+    upTimeoutSeconds
     ;
   # One line per published service, printed by `nix run .#stack -- up`.
   urls = concatStringsSep "\n" (
