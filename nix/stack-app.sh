@@ -151,7 +151,7 @@ load_images() {
 # Until every container of the project reports "healthy". `up --wait` would do it, but only in
 # Compose v2+; this works with every compose and names the services that are not healthy.
 wait_healthy() {
-  local deadline=$((SECONDS + WARPWATCH_STACK_UP_TIMEOUT)) ids states pending
+  local deadline=$((SECONDS + WARPWATCH_STACK_UP_TIMEOUT)) ids states pending line
   ids=$(compose_run ps -q) || die "'docker-compose ps' failed"
   [ -n "$ids" ] || die "no container of project $WARPWATCH_STACK_PROJECT is running after 'up'"
   while :; do
@@ -163,7 +163,7 @@ wait_healthy() {
     [ -z "$pending" ] && return 0
     if [ "$SECONDS" -ge "$deadline" ]; then
       printf '%s: not healthy after %ss:\n' "$prog" "$WARPWATCH_STACK_UP_TIMEOUT" >&2
-      printf '  %s\n' "$pending" >&2
+      while IFS= read -r line; do printf '  %s\n' "$line" >&2; done <<<"$pending"
       return 1
     fi
     sleep 1

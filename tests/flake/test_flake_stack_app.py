@@ -275,7 +275,7 @@ def test_unhealthy_services_are_named_and_point_to_ps_and_logs(env):
     proc = env.run("up", extra_env={"FAKE_HEALTH": "starting", "WARPWATCH_STACK_UP_TIMEOUT": "2"})
     assert proc.returncode == 1
     assert "not healthy after 2s" in proc.stderr
-    assert "warpwatch starting" in proc.stderr and "grafana starting" in proc.stderr
+    assert "\n  warpwatch starting\n  grafana starting\n" in proc.stderr
     assert "did not become healthy" in proc.stderr
     assert "nix run .#stack -- logs" in proc.stderr
 
