@@ -146,8 +146,9 @@ let
         a:
         concatMap (
           b:
-          check (a.field >= b.field || a.port != b.port)
-            "port clash: ${a.field} and ${b.field} are both ${toString a.port}"
+          check (
+            a.field >= b.field || a.port != b.port
+          ) "port clash: ${a.field} and ${b.field} are both ${toString a.port}"
         ) listeners
       ) listeners;
     in
