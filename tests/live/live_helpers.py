@@ -12,7 +12,9 @@ The stack is started the way a user starts it, by the stack app (nix/stack-app.s
 Debian's docker-compose 1.29 as its compose binary (Debian ships no Compose v2).
 """
 
+import contextlib
 import datetime
+import re
 import hashlib
 import io
 import json
@@ -32,6 +34,7 @@ STACK_APP = ROOT / "nix" / "stack-app.sh"
 STANDIN_SERVICES = {"loki", "promtail", "alloy", "grafana"}
 # Built archives, reused while their inputs are unchanged (images are never pulled).
 IMAGE_CACHE = CACHE_ROOT.parent / "warpwatch-test-images"
+PASSWORD_LINE = re.compile(r"Grafana admin password \(user admin\), shown only this once: (\S+)")
 FIXED_MTIME = 1
 
 
@@ -272,6 +275,12 @@ class Stack:
         return "\n".join(out)
 
 
+def volume_dir(stack: Stack, service: str) -> Path:
+    """Where the engine keeps a service's state volume (the test runs as root, like dockerd)."""
+    name = f"{stack.project}_{service}-data"
+    return Path(stack.engine.run(["volume", "inspect", "--format", "{{.Mountpoint}}", name]).stdout.strip())
+
+
 def docker_time(text: str) -> float:
     """Docker's RFC 3339 timestamps carry nanoseconds; seconds since the epoch."""
     main, _, frac = text.rstrip("Z").partition(".")
@@ -314,3 +323,27 @@ def debian_compose() -> str:
 
 def prometheus_binary() -> Path:
     return Path(os.path.realpath(require_tool("prometheus")))
+
+
+@contextlib.contextmanager
+def running_stack(engine, warpwatch_bin: Path, tmp: Path, overrides: str = ""):
+    """The stack brought up by the stack app's `up` on `engine` (declaration + `overrides`, a Nix
+    attribute set body), taken down with its volumes at the end."""
+    # dockerd's data root is the engine's own: the shipper reads the json-file logs there.
+    specs = evaluate(f'{{ containerLogs.hostDir = "{engine.data_root}/containers"; {overrides} }}')
+    standin = build_standin()
+    binaries = {"warpwatch": warpwatch_bin, "prometheus": prometheus_binary()}
+    binaries |= {name: standin for name in STANDIN_SERVICES}
+    started = time.monotonic()
+    archives = build_archives(specs, binaries)
+    built = time.monotonic()
+    stack = Stack(engine, specs, tmp, archives, debian_compose())
+    up = stack.app("up")
+    print(f"\nlive stack ({specs['stack']['logShipper']}): images {built - started:.1f}s, `up` {time.monotonic() - built:.1f}s")
+    if up.returncode != 0:
+        pytest.fail(f"stack app `up` failed ({up.returncode}):\n{up.stderr}\n{stack.diagnostics()}", pytrace=False)
+    stack.first_up = up
+    try:
+        yield stack
+    finally:
+        stack.compose("down", "-v", "--timeout", "10")

@@ -1,6 +1,6 @@
 """The rendered compose project, run for real on a private Docker engine (issue 8).
 
-One stack per session, started by the stack app's own `up` (Debian's docker-compose 1.29 as its
+One stack for this module, started by the stack app's own `up` (Debian's docker-compose 1.29 as its
 compose binary) with images laid out by nix/image-specs.nix; see live_helpers for what is real and
 what is a stand-in. The tests run in file order: the restart/stop tests come after the ones that
 read the first start.
@@ -18,39 +18,15 @@ import pytest
 
 import spec
 from conftest import http_get
-from live_helpers import (
-    Stack,
-    build_archives,
-    build_standin,
-    debian_compose,
-    evaluate,
-    prometheus_binary,
-    time_to_healthy,
-    wait_until,
-)
+from live_helpers import PASSWORD_LINE, running_stack, time_to_healthy, volume_dir, wait_until
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "configs" / "grafana" / "dashboards"
-PASSWORD_LINE = re.compile(r"Grafana admin password \(user admin\), shown only this once: (\S+)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(dockerd, warpwatch_bin, tmp_path_factory):
-    # dockerd's data root is the engine's own: the shipper reads the json-file logs there.
-    specs = evaluate(f'{{ containerLogs.hostDir = "{dockerd.data_root}/containers"; }}')
-    standin = build_standin()
-    binaries = {"warpwatch": warpwatch_bin, "prometheus": prometheus_binary()}
-    binaries |= {name: standin for name in ("loki", "promtail", "alloy", "grafana")}
-    started = time.monotonic()
-    archives = build_archives(specs, binaries)
-    built = time.monotonic()
-    running = Stack(dockerd, specs, tmp_path_factory.mktemp("live"), archives, debian_compose())
-    up = running.app("up")
-    print(f"\nlive stack: images {built - started:.1f}s, `up` {time.monotonic() - built:.1f}s")
-    if up.returncode != 0:
-        pytest.fail(f"stack app `up` failed ({up.returncode}):\n{up.stderr}\n{running.diagnostics()}", pytrace=False)
-    running.first_up = up
-    yield running
-    running.compose("down", "-v", "--timeout", "10")
+    with running_stack(dockerd, warpwatch_bin, tmp_path_factory.mktemp("live")) as running:
+        yield running
 
 
 def test_up_through_the_stack_app_prints_the_urls_and_a_password(stack):
@@ -129,11 +105,6 @@ def test_published_ports_are_bound_to_loopback_only(stack):
             assert not bindings, (name, bindings)
     with socket.create_connection((spec.LOOPBACK, spec.PORTS["grafana"]), timeout=5):
         pass
-
-
-def volume_dir(stack, service: str) -> Path:
-    name = f"{stack.project}_{service}-data"
-    return Path(stack.engine.run(["volume", "inspect", "--format", "{{.Mountpoint}}", name]).stdout.strip())
 
 
 def test_the_shippers_positions_file_is_written_by_its_runtime_user(stack):
