@@ -64,6 +64,8 @@
               lib
               acl
               coreutils
+              docker-client
+              docker-compose
               gnugrep
               linkFarm
               writeShellApplication

@@ -92,8 +92,10 @@ let
       svc = stack.services.${service};
       inherit (svc.image) name tag;
       uid = toString svc.uid;
+      namingUid = line: if svc.uid == 0 then [ ] else [ line ];
       # Directories the service writes: its state (a named volume in compose, which Docker seeds
-      # with the image directory's owner, so it must already belong to the service's uid) and /tmp.
+      # with the image directory's owner, so it must belong to the uid compose runs it as: both
+      # are the service record's `uid`) and /tmp.
       directories = [
         {
           path = svc.dataDir;
@@ -122,8 +124,9 @@ let
             service
             "warpwatch"
           ];
-      passwd = "${service}:x:${uid}:${uid}:${service}:${svc.dataDir}:/sbin/nologin";
-      group = "${service}:x:${uid}:";
+      # /etc/passwd and /etc/group lines naming the service's uid (fakeNss already names root).
+      passwd = namingUid "${service}:x:${uid}:${uid}:${service}:${svc.dataDir}:/sbin/nologin";
+      group = namingUid "${service}:x:${uid}:";
       # Runs under fakeroot in the customisation layer (cwd = image root).
       fakeRootCommands = concatStringsSep "\n" (
         map (dir: ''
@@ -169,6 +172,21 @@ let
   # The services the rendered compose file runs (the log shipper chosen by the declaration).
   composeServices = filter (name: hasAttr name images) (attrNames api.compose.file.services);
 
+  # How long `nix run .#stack -- up` waits for every service to turn healthy: the slowest may fail
+  # every probe of its start period and still pass `retries` more, one interval apart.
+  upTimeoutSeconds =
+    let
+      inherit (stack.healthcheck) intervalSeconds retries;
+      longestStart = builtins.foldl' (
+        longest: name:
+        let
+          period = stack.services.${name}.startPeriodSeconds;
+        in
+        if period > longest then period else longest
+      ) 0 composeServices;
+    in
+    longestStart + intervalSeconds * (retries + 1);
+
   host = if stack.bindAddress == "0.0.0.0" then loopback else stack.bindAddress;
   published = filter (name: stack.services.${name}.published) composeServices;
 in
@@ -179,6 +197,7 @@ in
     images
     composeServices
     toTag
+    upTimeoutSeconds
     ;
   # One line per published service, printed by `nix run .#stack -- up`.
   urls = concatStringsSep "\n" (

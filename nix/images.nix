@@ -24,8 +24,8 @@ lib.mapAttrs (
       dockerTools.caCertificates
       # /etc/passwd and /etc/group naming the service's uid, so tools that look the user up work.
       (fakeNss.override {
-        extraPasswdLines = [ spec.passwd ];
-        extraGroupLines = [ spec.group ];
+        extraPasswdLines = spec.passwd;
+        extraGroupLines = spec.group;
       })
     ];
     passthru = {

@@ -3,6 +3,8 @@
   lib,
   acl,
   coreutils,
+  docker-client,
+  docker-compose,
   gnugrep,
   linkFarm,
   writeShellApplication,
@@ -22,9 +24,11 @@ let
 
   stack-app = writeShellApplication {
     name = "${stack.project}-stack";
+    # The docker CLI and a pinned docker-compose come with the app: the user needs only a daemon.
     runtimeInputs = [
       acl
       coreutils
+      docker-client
       gnugrep
     ];
     runtimeEnv = {
@@ -34,6 +38,8 @@ let
         service: "${specs.images.${service}.ref} ${images.${service}}"
       ) specs.composeServices;
       WARPWATCH_STACK_URLS = specs.urls;
+      WARPWATCH_STACK_DOCKER_COMPOSE = lib.getExe docker-compose;
+      WARPWATCH_STACK_UP_TIMEOUT = toString specs.upTimeoutSeconds;
       # Grafana's container uid: the only user besides the owner that may read the secret files.
       WARPWATCH_STACK_SECRET_READER_UID = toString stack.services.grafana.uid;
     };

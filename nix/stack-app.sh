@@ -7,6 +7,8 @@
 #   WARPWATCH_STACK_IMAGES   one "<image ref> <stream script>" per line (dockerTools.streamLayeredImage)
 #   WARPWATCH_STACK_URLS     lines printed once the stack is healthy
 #   WARPWATCH_STACK_SECRET_READER_UID  Grafana's container uid (nix/stack/declaration.nix)
+#   WARPWATCH_STACK_DOCKER_COMPOSE  the pinned docker-compose (nixpkgs) that runs the project
+#   WARPWATCH_STACK_UP_TIMEOUT  seconds `up` waits for every service to turn healthy
 set -euo pipefail
 
 prog="warpwatch stack"
@@ -19,7 +21,7 @@ usage() {
 usage: nix run .#stack -- COMMAND [ARGS...]
 
   up      load the images into Docker, write the compose project, start it and wait until
-          every service is healthy (extra ARGS go to 'docker compose up')
+          every service is healthy (extra ARGS go to 'docker-compose up -d')
   down    stop and remove the containers (volumes are kept; add -v to drop them)
   ps      list the containers
   logs    show the logs (e.g. logs -f grafana)
@@ -28,7 +30,8 @@ State (compose project, Grafana secrets): \${XDG_STATE_HOME:-\$HOME/.local/state
 EOF
 }
 
-for var in WARPWATCH_STACK_PROJECT WARPWATCH_STACK_COMPOSE WARPWATCH_STACK_IMAGES WARPWATCH_STACK_SECRET_READER_UID; do
+for var in WARPWATCH_STACK_PROJECT WARPWATCH_STACK_COMPOSE WARPWATCH_STACK_IMAGES \
+  WARPWATCH_STACK_SECRET_READER_UID WARPWATCH_STACK_DOCKER_COMPOSE WARPWATCH_STACK_UP_TIMEOUT; do
   [ -n "${!var:-}" ] || die "$var is not set: run this through 'nix run .#stack', which sets it"
 done
 
@@ -53,19 +56,13 @@ esac
 state_dir="${XDG_STATE_HOME:-$HOME/.local/state}/warpwatch/stack"
 secrets_dir="$state_dir/secrets"
 
-# Docker CLI, Compose v2 (`up --wait` does not exist in docker-compose 1.x) and a reachable daemon.
-compose=()
+# The docker CLI and docker-compose come with the app (nix/stack-app.nix); only the daemon is the
+# user's. Any compose that speaks the classic CLI works: nixpkgs' 5.x, Compose v2, 1.29.
 check_docker() {
   command -v docker >/dev/null 2>&1 ||
-    die "docker was not found on PATH. Install Docker Engine (https://docs.docker.com/engine/install/) and make sure the 'docker' command is on PATH."
-  if docker compose version >/dev/null 2>&1; then
-    compose=(docker compose)
-  elif command -v docker-compose >/dev/null 2>&1 &&
-    [[ "$(docker-compose version --short 2>/dev/null)" =~ ^v?2\. ]]; then
-    compose=(docker-compose)
-  else
-    die "Docker Compose v2 was not found ('docker compose version' failed). Install the Compose plugin (Debian/Ubuntu: apt-get install docker-compose-plugin; others: https://docs.docker.com/compose/install/). docker-compose 1.x cannot run this stack: it has no 'up --wait'."
-  fi
+    die "docker was not found on PATH. Run this through 'nix run .#stack', which brings the docker CLI, or install Docker Engine (https://docs.docker.com/engine/install/)."
+  [ -x "$WARPWATCH_STACK_DOCKER_COMPOSE" ] ||
+    die "docker-compose is not executable at $WARPWATCH_STACK_DOCKER_COMPOSE (WARPWATCH_STACK_DOCKER_COMPOSE): run this through 'nix run .#stack', which sets it"
   local err
   if ! err=$(docker info 2>&1 >/dev/null); then
     err=$(printf '%s\n' "$err" | grep -v '^[[:space:]]*$' | tail -n 1 || true)
@@ -74,7 +71,7 @@ check_docker() {
 }
 
 compose_run() {
-  "${compose[@]}" --project-name "$WARPWATCH_STACK_PROJECT" \
+  "$WARPWATCH_STACK_DOCKER_COMPOSE" --project-name "$WARPWATCH_STACK_PROJECT" \
     --project-directory "$state_dir" --file "$state_dir/docker-compose.yml" "$@"
 }
 
@@ -151,6 +148,28 @@ load_images() {
   done <<<"$WARPWATCH_STACK_IMAGES"
 }
 
+# Until every container of the project reports "healthy". `up --wait` would do it, but only in
+# Compose v2+; this works with every compose and names the services that are not healthy.
+wait_healthy() {
+  local deadline=$((SECONDS + WARPWATCH_STACK_UP_TIMEOUT)) ids states pending line
+  ids=$(compose_run ps -q) || die "'docker-compose ps' failed"
+  [ -n "$ids" ] || die "no container of project $WARPWATCH_STACK_PROJECT is running after 'up'"
+  while :; do
+    # shellcheck disable=SC2086 # one word per container id
+    states=$(docker inspect --format \
+      '{{index .Config.Labels "com.docker.compose.service"}} {{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' \
+      $ids) || die "'docker inspect' of the stack's containers failed"
+    pending=$(printf '%s\n' "$states" | grep -v ' healthy$' || true)
+    [ -z "$pending" ] && return 0
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      printf '%s: not healthy after %ss:\n' "$prog" "$WARPWATCH_STACK_UP_TIMEOUT" >&2
+      while IFS= read -r line; do printf '  %s\n' "$line" >&2; done <<<"$pending"
+      return 1
+    fi
+    sleep 1
+  done
+}
+
 require_project() {
   [ -f "$state_dir/docker-compose.yml" ] ||
     die "no stack project in $state_dir yet: start it first with 'nix run .#stack -- up'"
@@ -162,7 +181,8 @@ case "$command" in
     write_project
     write_secrets
     load_images
-    compose_run up -d --wait "$@" ||
+    compose_run up -d "$@" || die "'docker-compose up' failed (see its message above)"
+    wait_healthy ||
       die "the stack did not become healthy; see 'nix run .#stack -- ps' and 'nix run .#stack -- logs SERVICE'"
     printf '\nwarpwatch stack is up (project %s in %s):\n' "$WARPWATCH_STACK_PROJECT" "$state_dir"
     printf '%s\n' "${WARPWATCH_STACK_URLS:-}"

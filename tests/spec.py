@@ -34,3 +34,12 @@ LOOPBACK = "127.0.0.1"
 PUBLISHED = {"warpwatch", "grafana"}
 
 MIB = 1024 * 1024
+
+# Issue 8, defect 6: every service healthy within one healthcheck interval plus this, after `up`.
+TIME_TO_HEALTHY_SLACK_S = 5
+
+# Issue 9, defect 11: Loki's gRPC port, part of the port-clash check.
+LOKI_GRPC_PORT = 9095
+
+# Issue 8, defect 3: Grafana provisioning directories that must exist (each logs an error if not).
+GRAFANA_PROVISIONING_DIRS = ("datasources", "dashboards", "alerting", "plugins")

@@ -32,13 +32,12 @@
   restart = "unless-stopped";
 
   # How the compose log shipper reads container logs without the Docker socket: the json-file
-  # logs under `hostDir`, mounted read-only. dockerd writes them root:root 0640 inside 0710
-  # directories, so only uid 0 can list and read them; the shipper container runs as that uid
-  # with every capability dropped and a read-only root filesystem (owner rights on those files
-  # and nothing else).
+  # logs under `hostDir` (dockerd's data-root + /containers), mounted read-only. dockerd writes
+  # them root:root 0640 inside 0710 directories, so only uid 0 can list and read them: that is why
+  # the shippers' `uid` below is 0 (with every capability dropped and a read-only root
+  # filesystem: owner rights on those files and nothing else).
   containerLogs = {
     hostDir = "/var/lib/docker/containers";
-    readerUid = 0;
   };
 
   # Host target: the shipper reads the systemd journal back this far when it (re)starts.
@@ -58,9 +57,14 @@
 
   # One entry per service. `published` services get a host port on `bindAddress`; the others are
   # reachable only inside the stack (compose network) or on loopback (NixOS host).
-  # `uid` is the non-root user the container runs as; `dataDir` is its state directory inside the
-  # container (a named volume); `dependsOn` lists the services that must be healthy before it
-  # starts.
+  # `uid` is the user the container runs as AND the owner of `dataDir`, its state directory
+  # inside the container (a named volume seeded from the image): the image spec and the compose
+  # file both read this one field, so the two can never disagree. `dependsOn` lists the services
+  # that must be healthy before it starts: empty everywhere, because Prometheus, Grafana and the
+  # shippers retry their peers, and every health-gated level would add a whole healthcheck
+  # interval to the start (Docker 20.10 runs the first probe one interval after the start).
+  # `startPeriodSeconds`: failed probes in this window do not count; it is the time the tool may
+  # take to become ready, with margin.
   services = {
     warpwatch = {
       port = 8080;
@@ -81,7 +85,7 @@
     prometheus = {
       port = 9090;
       dataDir = "/var/lib/prometheus";
-      dependsOn = [ "warpwatch" ];
+      dependsOn = [ ];
       memoryMiB = 512;
       healthPath = "/-/healthy";
       healthcheckTest = [ ];
@@ -101,8 +105,13 @@
       memoryMiB = 512;
       healthPath = "/ready";
       healthcheckTest = [ ];
-      # Loki's ring needs a few seconds before /ready turns 200.
-      startPeriodSeconds = 30;
+      # Loki's gRPC server (the querier reaches the ingester through it, on loopback): in the
+      # port-clash check with every HTTP port.
+      grpcPort = 9095;
+      # Not measured here (no Loki binary on the CI machine): a real Loki 3.x host run still
+      # answered 503 on /ready 35 s after its start (ingester ring join + min_ready_duration), so
+      # 60 s keeps its normal start free of counted failures, with room for slower machines.
+      startPeriodSeconds = 60;
       metricsPath = "/metrics";
       published = false;
       uid = 10003;
@@ -114,14 +123,15 @@
     promtail = {
       port = 9080;
       dataDir = "/var/lib/promtail";
-      dependsOn = [ "loki" ];
+      dependsOn = [ ];
       memoryMiB = 256;
       healthPath = "/ready";
       healthcheckTest = [ ];
       startPeriodSeconds = 10;
       metricsPath = "/metrics";
       published = false;
-      uid = 10004;
+      # Reads dockerd's root-owned json-file logs: see `containerLogs`.
+      uid = 0;
       image = {
         name = "warpwatch/promtail";
         tag = "3.6.11";
@@ -130,14 +140,14 @@
     alloy = {
       port = 12345;
       dataDir = "/var/lib/alloy";
-      dependsOn = [ "loki" ];
+      dependsOn = [ ];
       memoryMiB = 256;
       healthPath = "/-/ready";
       healthcheckTest = [ ];
       startPeriodSeconds = 10;
       metricsPath = "/metrics";
       published = false;
-      uid = 10004;
+      uid = 0;
       image = {
         name = "warpwatch/alloy";
         tag = "1.11.3";
@@ -146,14 +156,14 @@
     grafana = {
       port = 3000;
       dataDir = "/var/lib/grafana";
-      dependsOn = [
-        "prometheus"
-        "loki"
-      ];
+      dependsOn = [ ];
       memoryMiB = 512;
       healthPath = "/api/health";
       healthcheckTest = [ ];
-      startPeriodSeconds = 30;
+      # Not measured here (no Grafana binary on the CI machine): the first start runs every
+      # database migration before /api/health answers; 60 s, like Loki, so a slow disk does not
+      # count failures during a normal start.
+      startPeriodSeconds = 60;
       metricsPath = "/metrics";
       published = true;
       uid = 10005;

@@ -82,6 +82,11 @@ let
           match "/.*" value != null
         ) "${field} must be an absolute path starting with / (got ${show value})";
       nonEmpty = field: value: check (value != "") "${field} must not be empty";
+      portRule =
+        field: value:
+        check (
+          isInt value && value >= 1 && value <= 65535
+        ) "${field} must be a port number between 1 and 65535 (got ${show value})";
 
       serviceRules =
         name:
@@ -89,9 +94,7 @@ let
           s = stack.services.${name};
           field = key: "services.${name}.${key}";
         in
-        check (
-          isInt s.port && s.port >= 1 && s.port <= 65535
-        ) "${field "port"} must be a port number between 1 and 65535 (got ${show s.port})"
+        portRule (field "port") s.port
         ++ positive (field "memoryMiB") s.memoryMiB
         ++ nonNegative (field "startPeriodSeconds") s.startPeriodSeconds
         ++ nonNegative (field "uid") s.uid
@@ -125,17 +128,29 @@ let
               "${field "dependsOn"} names ${show dep}, which is not running with logShipper = ${show stack.logShipper}"
         ) s.dependsOn;
 
-      # Two running services on one port: name both, the fix is on either side.
+      # Every port a running service listens on, by the field that sets it.
+      listeners =
+        map (name: {
+          field = "services.${name}.port";
+          port = stack.services.${name}.port;
+        }) active
+        ++ [
+          {
+            field = "services.loki.grpcPort";
+            port = stack.services.loki.grpcPort;
+          }
+        ];
+
+      # Two listeners on one port: name both, the fix is on either side.
       clashes = concatMap (
         a:
         concatMap (
           b:
-          check (a >= b || stack.services.${a}.port != stack.services.${b}.port)
-            "port clash: services.${a}.port and services.${b}.port are both ${
-              toString stack.services.${a}.port
-            }"
-        ) active
-      ) active;
+          check (
+            a.field >= b.field || a.port != b.port
+          ) "port clash: ${a.field} and ${b.field} are both ${toString a.port}"
+        ) listeners
+      ) listeners;
     in
     # Everything below assumes a known shipper (it decides which services run).
     if
@@ -168,12 +183,12 @@ let
         "unless-stopped"
       ]) "restart must be one of no, always, on-failure, unless-stopped (got ${show stack.restart})"
       ++ absolute "containerLogs.hostDir" stack.containerLogs.hostDir
-      ++ nonNegative "containerLogs.readerUid" stack.containerLogs.readerUid
       ++ positive "prometheus.scrapeIntervalSeconds" stack.prometheus.scrapeIntervalSeconds
       ++ positive "prometheus.evaluationIntervalSeconds" stack.prometheus.evaluationIntervalSeconds
       ++
         check (match "[0-9]+(ms|s|m|h|d|w|y)" stack.prometheus.retention != null)
           "prometheus.retention must be a Prometheus duration such as \"15d\" (got ${show stack.prometheus.retention})"
+      ++ portRule "services.loki.grpcPort" stack.services.loki.grpcPort
       ++ positive "loki.retentionHours" stack.loki.retentionHours
       ++ positive "journal.maxAgeHours" stack.journal.maxAgeHours
       ++ concatMap serviceRules names

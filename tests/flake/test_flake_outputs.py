@@ -144,6 +144,10 @@ def test_stack_app_environment():
     assert f"grafana: http://{spec.LOOPBACK}:{spec.PORTS['grafana']}/" in env["WARPWATCH_STACK_URLS"].splitlines()
     # The secrets are made readable by the uid Grafana runs as in the compose file.
     assert env["WARPWATCH_STACK_SECRET_READER_UID"] == compose["services"]["grafana"]["user"].split(":")[0]
+    # Issue 8, defect 5: the app brings its pinned docker-compose and the docker CLI (nixpkgs).
+    assert env["WARPWATCH_STACK_DOCKER_COMPOSE"] == f"{STORE}docker-compose-1-from-26.05/bin/docker-compose"
+    assert any(str(i).endswith("-docker-client-1-from-26.05") for i in app["runtimeInputs"]), app["runtimeInputs"]
+    assert int(env["WARPWATCH_STACK_UP_TIMEOUT"]) >= spec.HEALTHCHECK_INTERVAL_S * (spec.HEALTHCHECK_RETRIES + 1)
     assert app["text"] == STACK_APP.read_text()
     assert out("o.apps.x86_64-linux.stack.program") == f"{STORE}warpwatch-stack/bin/warpwatch-stack"
 

@@ -1,6 +1,7 @@
 """`nix run .#stack` (nix/stack-app.sh), run for real with a controlled PATH: without docker, with
-the real docker CLI and no daemon, and with a recording fake `docker` whose `compose up` validates
-the written project with the real docker-compose."""
+the real docker CLI and no daemon, and with a recording fake `docker` and docker-compose whose `up`
+validates the written project with the real docker-compose. tests/live runs its `up` against a
+real engine."""
 
 import os
 import stat
@@ -32,27 +33,37 @@ case "${1:-}" in
     loaded=("$FAKE_DIR"/loaded-*)
     cat >"$FAKE_DIR/loaded-${#loaded[@]}"
     ;;
-  compose)
-    shift
-    [ "${1:-}" = version ] && { echo "Docker Compose version v2.39.1"; exit 0; }
-    args=("$@")
-    project= dir= file=
-    while [ $# -gt 0 ]; do
-      case "$1" in
-        --project-name) project=$2; shift 2 ;;
-        --project-directory) dir=$2; shift 2 ;;
-        --file) file=$2; shift 2 ;;
-        *) break ;;
-      esac
-    done
-    if [ "${1:-}" = up ]; then
-      # The written project must be a valid compose project, secrets included.
-      docker-compose --project-name "$project" --project-directory "$dir" --file "$file" config --quiet
-      exit "${FAKE_UP_RC:-0}"
-    fi
-    echo "compose ${args[*]}"
+  inspect)
+    shift 2  # --format TEMPLATE
+    for id in "$@"; do echo "${id#id-} ${FAKE_HEALTH:-healthy}"; done
     ;;
   *) echo "fake docker: unexpected $*" >&2; exit 99 ;;
+esac
+"""
+
+# The compose the app is given (WARPWATCH_STACK_DOCKER_COMPOSE): reports itself as nixpkgs' 5.x.
+FAKE_COMPOSE = r"""#!/usr/bin/env bash
+set -euo pipefail
+printf 'compose %s\n' "$*" >>"$FAKE_LOG"
+[ "${1:-}" = version ] && { echo "Docker Compose version 5.0.1"; exit 0; }
+project= dir= file=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --project-name) project=$2; shift 2 ;;
+    --project-directory) dir=$2; shift 2 ;;
+    --file) file=$2; shift 2 ;;
+    *) break ;;
+  esac
+done
+case "${1:-}" in
+  up)
+    # The written project must be a valid compose project, secrets included.
+    "$REAL_DOCKER_COMPOSE" --project-name "$project" --project-directory "$dir" --file "$file" config --quiet
+    exit "${FAKE_UP_RC:-0}"
+    ;;
+  ps)
+    if [ "${2:-}" = -q ]; then echo id-warpwatch; echo id-grafana; fi
+    ;;
 esac
 """
 
@@ -103,6 +114,10 @@ class Env:
         self.sysbin = tool_dir(tmp, BASE_TOOLS)
         self.docker_bin = tmp / "dockerbin"
         self.docker_bin.mkdir()
+        self.compose = tmp / "compose-bin" / "docker-compose"
+        self.compose.parent.mkdir()
+        self.compose.write_text(FAKE_COMPOSE)
+        self.compose.chmod(0o755)
 
     @property
     def state_dir(self) -> Path:
@@ -112,7 +127,6 @@ class Env:
         docker = self.docker_bin / "docker"
         docker.write_text(FAKE_DOCKER)
         docker.chmod(0o755)
-        (self.docker_bin / "docker-compose").symlink_to(require_tool("docker-compose"))
 
     def run(self, *args, path_dirs=None, extra_env=None):
         path_dirs = path_dirs if path_dirs is not None else [self.docker_bin, self.sysbin]
@@ -125,6 +139,9 @@ class Env:
             "WARPWATCH_STACK_IMAGES": "\n".join(f"{ref} {script}" for ref, script in self.streams),
             "WARPWATCH_STACK_URLS": STACK_URLS,
             "WARPWATCH_STACK_SECRET_READER_UID": str(READER_UID),
+            "WARPWATCH_STACK_DOCKER_COMPOSE": str(self.compose),
+            "WARPWATCH_STACK_UP_TIMEOUT": "5",
+            "REAL_DOCKER_COMPOSE": require_tool("docker-compose"),
             "FAKE_LOG": str(self.log),
             "FAKE_DIR": str(self.fake_dir),
         }
@@ -150,36 +167,27 @@ def test_docker_missing(env):
     assert not env.state_dir.exists(), "nothing may be written before the checks pass"
 
 
-def test_compose_v2_missing_with_the_real_docker_cli(env):
-    # The real docker CLI (no compose plugin installed here) and Debian's docker-compose 1.x.
-    real_docker = Path(require_tool("docker"))
-    docker_config = {**os.environ, "DOCKER_CONFIG": str(env.tmp / "docker-config")}
-    if subprocess.run([str(real_docker), "compose", "version"], capture_output=True, env=docker_config).returncode == 0:
-        pytest.fail("this test needs a docker CLI without a system-wide compose plugin", pytrace=False)
-    (env.docker_bin / "docker").symlink_to(real_docker)
-    (env.docker_bin / "docker-compose").symlink_to(require_tool("docker-compose"))
-    proc = env.run("up", extra_env={"DOCKER_CONFIG": docker_config["DOCKER_CONFIG"]})
+def test_compose_binary_missing_is_named(env):
+    env.install_fake_docker()
+    proc = env.run("up", extra_env={"WARPWATCH_STACK_DOCKER_COMPOSE": str(env.tmp / "no-such-compose")})
     assert proc.returncode == 1
-    assert "Docker Compose v2 was not found" in proc.stderr
-    assert "docker-compose-plugin" in proc.stderr
-    assert "docker-compose 1.x cannot run this stack" in proc.stderr
+    assert f"docker-compose is not executable at {env.tmp / 'no-such-compose'}" in proc.stderr
     assert not env.state_dir.exists()
 
 
+def test_any_compose_version_is_accepted(env):
+    # Issue 8, defect 5: a `^v?2\.` gate refused nixpkgs' docker-compose 5.x. The app runs the
+    # compose it is given, whatever its version, and never asks `docker compose`.
+    env.install_fake_docker()
+    proc = env.run("up")
+    assert proc.returncode == 0, proc.stderr
+    assert not [c for c in env.calls() if c.startswith("compose ") and "version" in c.split()]
+    assert not [c for c in env.calls() if c.startswith("compose") and not c.startswith("compose --project-name")]
+
+
 def test_daemon_down_with_the_real_docker_cli(env):
-    # Real docker CLI + a compose v2 CLI plugin stand-in; the daemon socket points nowhere.
-    real_docker = Path(require_tool("docker"))
-    (env.docker_bin / "docker").symlink_to(real_docker)
-    plugins = env.tmp / "docker-config" / "cli-plugins"
-    plugins.mkdir(parents=True)
-    plugin = plugins / "docker-compose"
-    plugin.write_text(
-        "#!/usr/bin/env bash\n"
-        'if [ "$1" = docker-cli-plugin-metadata ]; then\n'
-        '  echo \'{"SchemaVersion":"0.1.0","Vendor":"test","Version":"v2.39.1"}\'; exit 0; fi\n'
-        'echo "Docker Compose version v2.39.1"\n'
-    )
-    plugin.chmod(0o755)
+    # The real docker CLI; the daemon socket points nowhere.
+    (env.docker_bin / "docker").symlink_to(Path(require_tool("docker")))
     proc = env.run(
         "up",
         extra_env={
@@ -217,16 +225,20 @@ def test_up_writes_project_generates_secrets_once_loads_images_and_waits(env, co
     assert first.stdout.count(password) == 1
     assert password not in first.stderr
 
-    # Every image streamed into `docker image load`, then compose up -d --wait on the state dir.
+    # Every image streamed into `docker image load`, then compose up -d on the state dir, then
+    # the wait for every container's health.
     loaded = sorted(p.read_text() for p in env.fake_dir.glob("loaded-*"))
     assert loaded == ["tarball of prometheus\n", "tarball of warpwatch\n"]
     calls = env.calls()
     up = [c for c in calls if c.startswith("compose ") and " up " in f"{c} "]
     assert up == [
         f"compose --project-name warpwatch --project-directory {env.state_dir} "
-        f"--file {env.state_dir}/docker-compose.yml up -d --wait"
+        f"--file {env.state_dir}/docker-compose.yml up -d"
     ]
     assert calls.index("info") < calls.index(up[0])
+    inspect = [c for c in calls if c.startswith("inspect ")]
+    assert inspect and calls.index(up[0]) < calls.index(inspect[0])
+    assert inspect[0].endswith(" id-warpwatch id-grafana")
     for line in STACK_URLS.splitlines():
         assert line.split(": ", 1)[1] in first.stdout, line
 
@@ -251,10 +263,19 @@ def test_secret_files_keep_their_content_when_the_project_changes(env):
     assert_private_but_readable_by(secrets / "grafana-secret-key", READER_UID)
 
 
-def test_up_failure_points_to_ps_and_logs(env):
+def test_up_failure_is_reported(env):
     env.install_fake_docker()
     proc = env.run("up", extra_env={"FAKE_UP_RC": "1"})
     assert proc.returncode == 1
+    assert "'docker-compose up' failed" in proc.stderr
+
+
+def test_unhealthy_services_are_named_and_point_to_ps_and_logs(env):
+    env.install_fake_docker()
+    proc = env.run("up", extra_env={"FAKE_HEALTH": "starting", "WARPWATCH_STACK_UP_TIMEOUT": "2"})
+    assert proc.returncode == 1
+    assert "not healthy after 2s" in proc.stderr
+    assert "\n  warpwatch starting\n  grafana starting\n" in proc.stderr
     assert "did not become healthy" in proc.stderr
     assert "nix run .#stack -- logs" in proc.stderr
 

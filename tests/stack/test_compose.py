@@ -55,16 +55,49 @@ def test_healthchecks_probe_each_tools_own_endpoint(project):
     assert compose_services(files)["loki"]["healthcheck"]["start_period"] != "0s"
 
 
-def test_start_order_on_health_and_restart_policy(project):
+def seconds(value: str) -> int:
+    assert re.fullmatch(r"\d+s", value), value
+    return int(value[:-1])
+
+
+def worst_time_to_healthy(services: dict) -> int:
+    """Seconds from `up` until the last service can be healthy on Docker 20.10, which runs a
+    container's first probe one interval after its start: a service starts once every
+    `service_healthy` dependency is healthy."""
+    healthy: dict[str, int] = {}
+
+    def visit(name: str, path=()) -> int:
+        assert name not in path, f"depends_on cycle: {path}"
+        if name not in healthy:
+            service = services[name]
+            start = max((visit(dep, (*path, name)) for dep in service.get("depends_on", {})), default=0)
+            healthy[name] = start + seconds(service["healthcheck"]["interval"])
+        return healthy[name]
+
+    return max(visit(name) for name in services)
+
+
+def test_every_service_can_be_healthy_within_one_interval_plus_5s(project):
+    # Issue 8, defect 6: three health-gated depends_on levels made it ~2 minutes.
     _, files = project
     services = compose_services(files)
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
-        for dep, condition in service.get("depends_on", {}).items():
+        for dep in service.get("depends_on", {}):
             assert dep in services, f"{name} depends on unknown {dep}"
-            assert condition == {"condition": "service_healthy"}, name
-    assert set(services["grafana"]["depends_on"]) == {"prometheus", "loki"}
-    assert set(services["promtail"]["depends_on"]) == {"loki"}
+    assert worst_time_to_healthy(services) <= spec.HEALTHCHECK_INTERVAL_S + spec.TIME_TO_HEALTHY_SLACK_S
+
+
+def test_worst_time_to_healthy_counts_every_health_gated_level():
+    """The bound above can fail: a chain of two health-gated levels takes three intervals."""
+    check = {"interval": f"{spec.HEALTHCHECK_INTERVAL_S}s"}
+    healthy = {"condition": "service_healthy"}
+    services = {
+        "a": {"healthcheck": check},
+        "b": {"healthcheck": check, "depends_on": {"a": healthy}},
+        "c": {"healthcheck": check, "depends_on": {"b": healthy}},
+    }
+    assert worst_time_to_healthy(services) == 3 * spec.HEALTHCHECK_INTERVAL_S
 
 
 def test_only_grafana_and_warpwatch_published_on_loopback(project):
@@ -131,20 +164,50 @@ def test_every_mounted_file_and_referenced_config_is_rendered(project):
     }
 
 
-def test_grafana_secrets_come_from_files_and_are_not_rendered(project):
-    out, files = project
+GRAFANA_SECRETS = (
+    ("GF_SECURITY_ADMIN_PASSWORD", "grafana-admin-password"),
+    ("GF_SECURITY_SECRET_KEY", "grafana-secret-key"),
+)
+
+
+def test_grafana_secrets_are_file_references_the_binary_expands(project):
+    # Issue 8, defect 2: `*__FILE` variables are handled by the upstream image's run.sh, not by
+    # the grafana binary our image starts; the binary expands `$__file{PATH}` in every setting.
+    # In the compose file `$` is written `$$` (compose's escape; `docker-compose config` prints it
+    # escaped again). What the container receives is checked by tests/live (stand-in Grafana).
+    _, files = project
     doc = yaml.safe_load(files["docker-compose.yml"])
     grafana = doc["services"]["grafana"]
     env = grafana["environment"]
-    assert "GF_SECURITY_ADMIN_PASSWORD" not in env and "GF_SECURITY_SECRET_KEY" not in env
-    for var, secret in (
-        ("GF_SECURITY_ADMIN_PASSWORD__FILE", "grafana-admin-password"),
-        ("GF_SECURITY_SECRET_KEY__FILE", "grafana-secret-key"),
-    ):
-        assert env[var] == f"/run/secrets/{secret}"
+    assert not [var for var in env if var.endswith("__FILE")], env
+    for var, secret in GRAFANA_SECRETS:
+        assert env[var] == f"$$__file{{/run/secrets/{secret}}}"
         assert secret in grafana["secrets"]
         assert doc["secrets"][secret]["file"] == f"./secrets/{secret}"
+
+
+def test_secrets_are_not_rendered(tmp_path):
+    out = tmp_path / "project"
+    render_compose(out)
     assert not (out / "secrets").exists()
+
+
+def test_grafana_stays_offline_and_finds_every_provisioning_directory(project):
+    # Issue 8, defect 3: Grafana 12 installs plugins from grafana.com at start and polls it for
+    # updates unless told not to, and logs an error for each provisioning directory it misses.
+    out, files = project
+    env = compose_services(files)["grafana"]["environment"]
+    assert env["GF_PLUGINS_PREINSTALL_DISABLED"] == "true"
+    assert env["GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES"] == "false"
+    assert env["GF_ANALYTICS_CHECK_FOR_UPDATES"] == "false"
+    assert env["GF_ANALYTICS_REPORTING_ENABLED"] == "false"
+    provisioning = out / "grafana" / "provisioning"
+    for kind in spec.GRAFANA_PROVISIONING_DIRS:
+        directory = provisioning / kind
+        yml = sorted(directory.glob("*.yml"))
+        assert yml, f"{directory} is missing or has no provisioning file"
+        for path in yml:
+            assert yaml.safe_load(path.read_text())["apiVersion"] == 1, path
 
 
 def test_render_compose_keeps_existing_secrets(tmp_path):
@@ -172,8 +235,9 @@ def docker_compose_config(out):
     return yaml.safe_load(proc.stdout)
 
 
-def test_docker_compose_config_accepts_the_project(project):
-    out, _ = project
+def test_docker_compose_config_accepts_the_project(tmp_path):
+    out = tmp_path / "project"
+    render_compose(out)
     normalized = docker_compose_config(out)
     loki_limit = spec.MEMORY_MIB["loki"]
     assert normalized["services"]["loki"]["mem_limit"] in (f"{loki_limit}m", loki_limit * spec.MIB, str(loki_limit * spec.MIB))
@@ -184,7 +248,7 @@ def test_docker_compose_config_rejects_a_broken_project(tmp_path):
     out = tmp_path / "broken"
     files = render_compose(out)
     doc = yaml.safe_load(files["docker-compose.yml"])
-    doc["services"]["grafana"]["depends_on"]["nonexistent"] = {"condition": "service_healthy"}
+    doc["services"]["grafana"]["depends_on"] = {"nonexistent": {"condition": "service_healthy"}}
     (out / "docker-compose.yml").write_text(yaml.safe_dump(doc))
     with pytest.raises(AssertionError):
         docker_compose_config(out)

@@ -89,6 +89,9 @@ def test_loki_single_node_filesystem_tsdb_v13_with_retention(target):
     assert "shared_store" not in json.dumps(config)  # Loki 2.x key, rejected by 3.x
     listen = config["server"]["http_listen_address"]
     assert listen == ("127.0.0.1" if target == "host" else "0.0.0.0")
+    # Issue 9, defect 11: single node, only Loki dials its own gRPC server: loopback, both targets.
+    assert config["server"]["grpc_listen_address"] == spec.LOOPBACK
+    assert config["server"]["grpc_listen_port"] == spec.LOKI_GRPC_PORT
 
 
 def test_loki_state_lives_in_its_volume(project):
@@ -98,20 +101,85 @@ def test_loki_state_lives_in_its_volume(project):
     assert any(v.split(":")[1] == prefix and not v.startswith((".", "/")) for v in loki["volumes"])
 
 
-PRETTY_ENV_LOGGER_LINES = {
-    " INFO  warpwatch::server > listening on 0.0.0.0:8080": "INFO",
-    " WARN  warpwatch::visits > could not persist visits": "WARN",
-    "ERROR warpwatch > bind failed": "ERROR",
-    "DEBUG warpwatch::routes > GET /": "DEBUG",
-    "TRACE hyper::proto > parsed 3 headers": "TRACE",
+# One line of each program of the stack, as it writes it, and the `level` every one must get
+# (issue 8, defect 4: only warpwatch's lines had one). None: no level label.
+LOG_LINES = {
+    # warpwatch: pretty_env_logger, level right-aligned to five columns.
+    " INFO  warpwatch::server > listening on 0.0.0.0:8080": "info",
+    " WARN  warpwatch::visits > could not persist visits": "warn",
+    "ERROR warpwatch > bind failed": "error",
+    "DEBUG warpwatch::routes > GET /": "debug",
+    "TRACE hyper::proto > parsed 3 headers": "trace",
+    # The line's own prefix wins over a `level=` inside the message.
+    " WARN  warpwatch::routes > odd query level=debug": "warn",
+    # Prometheus 2.x (go-kit) and 3.x (slog, upper case), Loki, Promtail, Alloy, Grafana: logfmt.
+    'ts=2026-12-02T05:00:00.000Z caller=main.go:512 level=info msg="No time or size retention was set"': "info",
+    'time=2026-12-02T05:00:00.000Z level=INFO source=main.go:640 msg="Starting Prometheus Server"': "info",
+    'level=warn ts=2026-12-02T05:00:00.1Z caller=loki.go:329 msg="per-tenant timeout not configured"': "warn",
+    'level=error ts=2026-12-02T05:00:00.2Z caller=client.go:430 component=client msg="final error sending batch"': "error",
+    'ts=2026-12-02T05:00:00.3Z level=debug component=loki.source.file msg="tailer running"': "debug",
+    'logger=settings t=2026-12-02T05:00:00.41+00:00 level=info msg="Starting Grafana" version=12.4.0': "info",
+    'logger=cleanup t=2026-12-02T05:00:00.42+00:00 level=warning msg="old style"': "warn",
+    # No level word, or one outside the bounded set: no label at all.
+    "listening without a level word": None,
+    'msg="x" level=verbose': None,
+}
+
+# The Go templates the pipeline uses, by their text, with what Promtail's text/template makes of
+# a value (ToLower/TrimRight are strings.ToLower/strings.TrimRight). A new template must be added
+# here, with its meaning, before the emulation below can run it.
+GO_TEMPLATES = {
+    '{{ if eq (ToLower .Value) "warning" }}warn{{ else }}{{ ToLower .Value }}{{ end }}': lambda v: (
+        "warn" if v.lower() == "warning" else v.lower()
+    ),
+    r'{{ TrimRight .Value "\r\n" }}': lambda v: v.rstrip("\r\n"),
 }
 
 
-def level_of(stages, line):
-    regexes = [s["regex"]["expression"] for s in stages if "regex" in s and "source" not in s["regex"]]
-    assert len(regexes) == 1
-    match = re.match(regexes[0], line)
-    return match and match.group("level")
+def run_pipeline(stages, line, labels):
+    """Promtail's pipeline stages as used here, applied to one entry: (labels, line), or None when
+    the entry is dropped. Unknown stages fail the test rather than pass silently."""
+    labels, extracted = dict(labels), {}
+    for stage in stages:
+        ((kind, cfg),) = stage.items()
+        if kind == "json":
+            doc = json.loads(line)
+            for key, path in cfg["expressions"].items():
+                value = doc
+                for part in path.split("."):
+                    value = value.get(part) if isinstance(value, dict) else None
+                if value is not None:
+                    extracted[key] = value
+        elif kind == "regex":
+            source = extracted.get(cfg["source"]) if "source" in cfg else line
+            match = re.search(cfg["expression"], source) if source is not None else None
+            if match:
+                extracted.update({k: v for k, v in match.groupdict().items() if v is not None})
+        elif kind == "template":
+            value = GO_TEMPLATES[cfg["template"]](extracted.get(cfg["source"], ""))
+            if value:
+                extracted[cfg["source"]] = value
+            else:
+                extracted.pop(cfg["source"], None)
+        elif kind == "labels":
+            labels.update({k: extracted[src or k] for k, src in cfg.items() if extracted.get(src or k)})
+        elif kind == "labeldrop":
+            labels = {k: v for k, v in labels.items() if k not in cfg}
+        elif kind == "match":
+            assert cfg["action"] == "drop"
+            selector = dict(re.findall(r'(\w+)="([^"]*)"', cfg["selector"]))
+            if all(labels.get(k, "") == v for k, v in selector.items()):
+                return None
+        elif kind == "output":
+            line = extracted[cfg["source"]]
+        elif kind != "timestamp":
+            raise AssertionError(f"stage {kind} is not emulated: teach run_pipeline what it does")
+    return labels, line
+
+
+def docker_json_line(message: str, tag: str, stream: str = "stderr") -> str:
+    """A line as dockerd's json-file driver writes it (the program's newline kept in `log`)."""
+    return json.dumps({"log": message + "\n", "stream": stream, "attrs": {"tag": tag}, "time": "2026-12-02T05:00:00.5Z"})
 
 
 def test_promtail_compose_reads_tagged_json_file_logs(project):
@@ -120,6 +188,8 @@ def test_promtail_compose_reads_tagged_json_file_logs(project):
     services = compose_services(files)
     shipper = services["promtail"]
     assert config["server"]["http_listen_port"] == spec.PORTS["promtail"]
+    # Issue 9, defect 11: Promtail always starts a gRPC server; never on every interface.
+    assert config["server"]["grpc_listen_address"] == spec.LOOPBACK
     assert config["clients"] == [{"url": f"http://loki:{spec.PORTS['loki']}/loki/api/v1/push"}]
     # positions.yaml must be in a writable volume of the shipper (its root filesystem is read-only).
     positions_dir = str(Path(config["positions"]["filename"]).parent)
@@ -141,15 +211,32 @@ def test_promtail_compose_reads_tagged_json_file_logs(project):
         assert match and match.group("service") == name, name
     assert not re.match(tag_regex["expression"], "otherproject/web")
     assert any(s.get("match", {}).get("action") == "drop" for s in stages)
-    for line, level in PRETTY_ENV_LOGGER_LINES.items():
-        assert level_of(stages, line) == level, line
-    assert level_of(stages, "listening without a level word") is None
-    assert {"labels": {"level": "level"}} in stages
+    # A container of another project is not shipped.
+    file_labels = {**job["static_configs"][0]["labels"], "filename": "/var/lib/docker/containers/0a1b/0a1b-json.log"}
+    file_labels = {k: v for k, v in file_labels.items() if not k.startswith("__")}
+    assert run_pipeline(stages, docker_json_line("hello", "otherproject/web"), file_labels) is None
+
+
+def test_promtail_compose_labels_every_services_level_and_ships_clean_lines(project):
+    # Issue 8, defect 4: one `level` for every service; no per-container `filename` label (the
+    # path holds the container id, so each recreated container started new streams); no newline.
+    _, files = project
+    (job,) = yaml.safe_load(files["promtail/promtail.yml"])["scrape_configs"]
+    file_labels = {k: v for k, v in job["static_configs"][0]["labels"].items() if not k.startswith("__")}
+    # What Promtail's file target adds to every entry before the pipeline runs.
+    file_labels["filename"] = "/var/lib/docker/containers/0a1b2c/0a1b2c-json.log"
+    for name in compose_services(files):
+        for message, level in LOG_LINES.items():
+            labels, line = run_pipeline(job["pipeline_stages"], docker_json_line(message, f"warpwatch/{name}"), file_labels)
+            expected = {"job": "containers", "service": name, "stream": "stderr"} | ({"level": level} if level else {})
+            assert labels == expected, (name, message)
+            assert line == message, "the shipped line is the program's line, without dockerd's newline"
 
 
 def test_promtail_host_reads_every_journal_labelled_by_unit():
     paths = ["/var/log/journal", "/var/log/journal/0123.warpwatch"]
     config = yaml.safe_load(render_yaml("promtail", "host", args=f"journalPaths = {nix_value(paths)};"))
+    assert config["server"]["grpc_listen_address"] == spec.LOOPBACK
     assert config["clients"] == [{"url": f"http://127.0.0.1:{spec.PORTS['loki']}/loki/api/v1/push"}]
     assert config["server"]["http_listen_address"] == "127.0.0.1"
     jobs = config["scrape_configs"]
@@ -160,8 +247,10 @@ def test_promtail_host_reads_every_journal_labelled_by_unit():
         relabels = {r["target_label"]: r for r in job["relabel_configs"]}
         assert relabels["unit"]["source_labels"] == ["__journal__systemd_unit"]
         assert re.fullmatch(relabels["service"]["regex"], "warpwatch.service")
-        for line, level in PRETTY_ENV_LOGGER_LINES.items():
-            assert level_of(job["pipeline_stages"], line) == level
+        for message, level in LOG_LINES.items():
+            labels, line = run_pipeline(job["pipeline_stages"], message, {"job": "systemd-journal"})
+            assert labels.get("level") == level, message
+            assert line == message
 
 
 def test_grafana_provisioning_matches_compose(project):

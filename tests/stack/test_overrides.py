@@ -3,6 +3,7 @@ with a message that names the field."""
 
 import pytest
 
+import spec
 from conftest import nix_eval, nix_eval_error
 
 PROJECT = "(import ./nix/stack {{ overrides = {}; }}).compose.project"
@@ -16,6 +17,16 @@ PROJECT = "(import ./nix/stack {{ overrides = {}; }}).compose.project"
         ('{ services.loki.memoryMiB = "512"; }', 'services.loki.memoryMiB must be an integer (got "512")'),
         ('{ services.lokki.port = 3101; }', 'unknown service "lokki" in overrides.services (known: alloy, grafana'),
         ("{ services.grafana.port = 9090; }", "port clash: services.grafana.port and services.prometheus.port are both 9090"),
+        # Issue 9, defect 11: Loki's gRPC port is a listener too.
+        (
+            f"{{ services.warpwatch.port = {spec.LOKI_GRPC_PORT}; }}",
+            f"port clash: services.loki.grpcPort and services.warpwatch.port are both {spec.LOKI_GRPC_PORT}",
+        ),
+        (
+            f"{{ services.loki.grpcPort = {spec.PORTS['loki']}; }}",
+            f"port clash: services.loki.grpcPort and services.loki.port are both {spec.PORTS['loki']}",
+        ),
+        ("{ services.loki.grpcPort = 0; }", "services.loki.grpcPort must be a port number between 1 and 65535 (got 0)"),
         ("{ services.warpwatch.port = 70000; }", "services.warpwatch.port must be a port number between 1 and 65535 (got 70000)"),
         ("{ services.loki.memoryMb = 1; }", "unknown field services.loki.memoryMb in overrides"),
         ("{ retention = 1; }", "unknown field retention in overrides (known at top level:"),

@@ -17,21 +17,29 @@ let
     seconds
     ;
   inherit (stack) logging healthcheck containerLogs;
+  inherit (builtins) listToAttrs;
 
   # Not rendered: `apps.stack` (the flake) generates them on first use, mode 0600.
-  secretNames = [
-    "grafana-admin-password"
-    "grafana-secret-key"
+  grafanaSecrets = [
+    {
+      name = "grafana-admin-password";
+      variable = "GF_SECURITY_ADMIN_PASSWORD";
+    }
+    {
+      name = "grafana-secret-key";
+      variable = "GF_SECURITY_SECRET_KEY";
+    }
   ];
+  secretNames = map (secret: secret.name) grafanaSecrets;
 
   volumeOf = name: "${name}-data";
   portOf = name: toString stack.services.${name}.port;
   # Inside its container a service listens on every interface, so the published port reaches it.
   listenOn = name: "${listenAddress "compose.file" "compose"}:${portOf name}";
 
+  # The shipper's uid (0, see declaration.nix `containerLogs`) is its service record's, like
+  # every other container's.
   shipper = {
-    # See declaration.nix `containerLogs`: reading the json-file logs needs their owner's uid.
-    user = "${toString containerLogs.readerUid}:${toString containerLogs.readerUid}";
     volumes = [
       "${containerLogs.hostDir}:${containerLogs.hostDir}:ro"
       "./promtail:/etc/promtail:ro"
@@ -81,11 +89,22 @@ let
         GF_PATHS_PLUGINS = "${service.dataDir}/plugins";
         GF_PATHS_PROVISIONING = "/etc/grafana/provisioning";
         GF_SERVER_HTTP_PORT = portOf "grafana";
+        # Offline and reproducible: Grafana 12 otherwise installs plugins from grafana.com at
+        # start and polls it for Grafana and plugin updates.
         GF_ANALYTICS_REPORTING_ENABLED = "false";
         GF_ANALYTICS_CHECK_FOR_UPDATES = "false";
-        GF_SECURITY_ADMIN_PASSWORD__FILE = "/run/secrets/grafana-admin-password";
-        GF_SECURITY_SECRET_KEY__FILE = "/run/secrets/grafana-secret-key";
-      };
+        GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES = "false";
+        GF_PLUGINS_PREINSTALL_DISABLED = "true";
+      }
+      # `*__FILE` variables are read by the shell entrypoint of Grafana's upstream image, not by
+      # the binary our image starts; the binary expands `$__file{PATH}` in any setting. `$$` is
+      # compose's escape for a literal `$`.
+      // listToAttrs (
+        map (secret: {
+          name = secret.variable;
+          value = "$$__file{/run/secrets/${secret.name}}";
+        }) grafanaSecrets
+      );
       secrets = secretNames;
       volumes = [
         "./grafana/provisioning:/etc/grafana/provisioning:ro"
@@ -196,6 +215,13 @@ in
     "promtail/promtail.yml" = toYAML (configs.promtail { target = "compose"; });
     "grafana/provisioning/datasources/datasources.yml" = toYAML grafana.datasources;
     "grafana/provisioning/dashboards/dashboards.yml" = toYAML grafana.dashboards;
+    # Grafana logs an error on every start for each provisioning directory that is missing; these
+    # two provision nothing.
+    "grafana/provisioning/alerting/alerting.yml" = toYAML { apiVersion = 1; };
+    "grafana/provisioning/plugins/plugins.yml" = toYAML {
+      apiVersion = 1;
+      apps = [ ];
+    };
   }
   // prefixNames "grafana/dashboards/" configs.dashboardFiles;
 }

@@ -15,7 +15,10 @@ in
   server = {
     http_listen_address = listen;
     http_listen_port = stack.services.loki.port;
-    grpc_listen_address = listen;
+    # Single node: only Loki itself dials its gRPC server (common.instance_addr), so it never
+    # listens beyond loopback, on a host or in a container.
+    grpc_listen_address = loopback;
+    grpc_listen_port = stack.services.loki.grpcPort;
     log_level = "info";
   };
   common = {

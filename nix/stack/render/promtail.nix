@@ -1,7 +1,7 @@
 # The log shipper's configuration, in Promtail's format (Alloy runs the same file with
 # --config.format=promtail). Compose: the json-file logs of the stack's containers, labelled by
 # `service` from the logging tag. Host: the systemd journal, labelled by `unit`.
-# Both pipelines end with a stage that lifts the pretty_env_logger level word into a `level` label.
+# Both pipelines end with the stages that give every line one `level` label (see levelStages).
 stack:
 {
   target,
@@ -12,15 +12,29 @@ stack:
   stateDir ? stack.services.${stack.logShipper}.dataDir,
 }:
 let
-  inherit (import ../lib.nix) addressOf listenAddress;
+  inherit (import ../lib.nix) addressOf listenAddress loopback;
   address = addressOf "configs.promtail" target;
   loki = stack.services.loki;
 
-  # pretty_env_logger writes ` INFO target > message` (level right-aligned to five columns).
+  # One `level` label for every service, lower case, from a bounded set of values: logfmt
+  # `level=info` (Prometheus, Loki, Promtail, Alloy, Grafana; Prometheus 3 writes `level=INFO`),
+  # then pretty_env_logger's ` INFO target > message` (warpwatch, level right-aligned to five
+  # columns), which wins when both match because it is the line's own prefix.
   levelStages = [
     {
       regex = {
+        expression = "(?:^|\\s)level=(?P<level>(?i:trace|debug|info|warn|warning|error|critical|fatal|panic))\\b";
+      };
+    }
+    {
+      regex = {
         expression = "^\\s*(?P<level>TRACE|DEBUG|INFO|WARN|ERROR)\\s";
+      };
+    }
+    {
+      template = {
+        source = "level";
+        template = "{{ if eq (ToLower .Value) \"warning\" }}warn{{ else }}{{ ToLower .Value }}{{ end }}";
       };
     }
     {
@@ -72,10 +86,20 @@ let
           drop_counter_reason = "not_in_stack";
         };
       }
+      # The file target labels every line with its path, which holds the container id: each
+      # recreated container would start new streams.
+      { labeldrop = [ "filename" ]; }
       {
         timestamp = {
           source = "time";
           format = "RFC3339Nano";
+        };
+      }
+      # dockerd keeps the program's newline in `log`.
+      {
+        template = {
+          source = "output";
+          template = "{{ TrimRight .Value \"\\r\\n\" }}";
         };
       }
       {
@@ -115,6 +139,8 @@ in
   server = {
     http_listen_address = listenAddress "configs.promtail" target;
     http_listen_port = stack.services.promtail.port;
+    # Promtail needs no gRPC server, but always starts one: a free port on loopback only.
+    grpc_listen_address = loopback;
     grpc_listen_port = 0;
   };
   positions = {

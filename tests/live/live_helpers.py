@@ -1,0 +1,349 @@
+"""The compose stack on a real Docker engine (the private dockerd of tests/dockerd.py).
+
+Images are laid out exactly as nix/image-specs.nix says — name:tag, user, entry point, env,
+working directory, healthcheck, labels, directories with owner and mode, /bin/warpwatch in every
+image — assembled here as `docker load` archives (never pulled). What runs inside:
+
+- warpwatch: the release build of this repository (WARPWATCH_BIN);
+- prometheus: Debian's real Prometheus binary (with the shared libraries `ldd` lists);
+- loki, promtail, alloy, grafana: the contract-checking stand-in of examples/standin.rs.
+
+The stack is started the way a user starts it, by the stack app (nix/stack-app.sh `up`), with
+Debian's docker-compose 1.29 as its compose binary (Debian ships no Compose v2).
+"""
+
+import contextlib
+import datetime
+import re
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, http_get, nix_eval, nix_value, require_tool
+from dockerd import CACHE_ROOT
+
+STACK_APP = ROOT / "nix" / "stack-app.sh"
+STANDIN_SERVICES = {"loki", "promtail", "alloy", "grafana"}
+# Built archives, reused while their inputs are unchanged (images are never pulled).
+IMAGE_CACHE = CACHE_ROOT.parent / "warpwatch-test-images"
+PASSWORD_LINE = re.compile(r"Grafana admin password \(user admin\), shown only this once: (\S+)")
+FIXED_MTIME = 1
+
+
+def store_path(name: str, version: str) -> str:
+    return f"/nix/store/{'0' * 32}-{name}-{version}"
+
+
+def evaluate(overrides: str) -> dict:
+    """nix/image-specs.nix with the declared image tags as package versions (so the images carry
+    the declaration's name:tag), and what the flake hands the stack app."""
+    tags = nix_eval("builtins.mapAttrs (_: s: s.image.tag) (import ./nix/stack { }).stack.services")
+    packages = {name: {"version": tag, "path": store_path(name, tag)} for name, tag in tags.items()}
+    return nix_eval(
+        f"let specs = import ./nix/image-specs.nix {{ packages = {nix_value(packages)}; overrides = {overrides}; }}; in "
+        "{ inherit (specs) images composeServices urls upTimeoutSeconds stack; project = specs.api.compose.project; }"
+    )
+
+
+def shared_libraries(binary: Path) -> list[Path]:
+    """The absolute paths `ldd` resolves for a dynamically linked binary (empty if static)."""
+    proc = subprocess.run([require_tool("ldd"), str(binary)], capture_output=True, text=True)
+    libs = []
+    for line in proc.stdout.splitlines():
+        words = line.replace("=>", " ").split()
+        libs += [Path(w) for w in words if w.startswith("/")]
+    return libs
+
+
+class Rootfs:
+    """A layer tarball built in memory: every entry with explicit owner, mode and mtime."""
+
+    def __init__(self):
+        self.buffer = io.BytesIO()
+        self.tar = tarfile.open(fileobj=self.buffer, mode="w", format=tarfile.GNU_FORMAT)
+        self.seen: set[str] = set()
+
+    def directory(self, path: str, owner: int = 0, mode: int = 0o755):
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts)):
+            self._dir("/".join(parts[:i]), 0, 0o755)
+        self._dir("/".join(parts), owner, mode)
+
+    def _dir(self, name: str, owner: int, mode: int):
+        if name in self.seen:
+            return
+        self.seen.add(name)
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.uid, info.gid, info.mtime = tarfile.DIRTYPE, mode, owner, owner, FIXED_MTIME
+        self.tar.addfile(info)
+
+    def file(self, path: str, data: bytes, mode: int = 0o644):
+        self.directory(str(Path(path).parent))
+        info = tarfile.TarInfo(path.lstrip("/"))
+        info.size, info.mode, info.mtime = len(data), mode, FIXED_MTIME
+        self.seen.add(info.name)
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def program(self, path: str, binary: Path):
+        self.file(path, binary.read_bytes(), 0o755)
+        for lib in shared_libraries(binary):
+            if lib.as_posix().lstrip("/") not in self.seen:
+                self.file(lib.as_posix(), lib.resolve().read_bytes(), 0o755)
+
+    def close(self) -> bytes:
+        self.tar.close()
+        return self.buffer.getvalue()
+
+
+def layer_for(name: str, image: dict, binaries: dict[str, Path]) -> bytes:
+    root = Rootfs()
+    for directory in image["directories"]:
+        root.directory(directory["path"], int(directory["owner"]), int(directory["mode"], 8))
+    # What fakeNss provides, plus the spec's own lines.
+    passwd = ["root:x:0:0:root user:/var/empty:/bin/sh", "nobody:x:65534:65534:nobody:/var/empty:/bin/sh", *image["passwd"]]
+    group = ["root:x:0:", "nobody:x:65534:", *image["group"]]
+    root.file("/etc/passwd", ("\n".join(passwd) + "\n").encode())
+    root.file("/etc/group", ("\n".join(group) + "\n").encode())
+    for content in image["contents"]:
+        root.program(f"/bin/{content}", binaries[content])
+    entrypoint = image["config"]["Entrypoint"][0]
+    assert entrypoint == f"/bin/{name}", f"{name}: the spec's entry point {entrypoint} is not its binary"
+    return root.close()
+
+
+def docker_archive(name: str, image: dict, layer: bytes) -> bytes:
+    """A `docker load` archive (manifest.json, config, one layer) for one image spec."""
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": image["created"],
+            "config": image["config"],
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "history": [{"created": image["created"], "created_by": f"tests/live: {name} as nix/image-specs.nix lays it out"}],
+        },
+        sort_keys=True,
+    ).encode()
+    image_id = hashlib.sha256(config).hexdigest()
+    manifest = json.dumps([{"Config": f"{image_id}.json", "RepoTags": [image["ref"]], "Layers": ["layer.tar"]}]).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for member, data in (("manifest.json", manifest), (f"{image_id}.json", config), ("layer.tar", layer)):
+            info = tarfile.TarInfo(member)
+            info.size, info.mtime = len(data), FIXED_MTIME
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_archives(specs: dict, binaries: dict[str, Path]) -> dict[str, Path]:
+    """{service: archive path}, rebuilt only when an input (spec, binary, library) changed."""
+    IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
+    archives = {}
+    for name in specs["composeServices"]:
+        image = specs["images"][name]
+        inputs = [json.dumps(image, sort_keys=True)]
+        for content in image["contents"]:
+            inputs += [file_digest(binaries[content])] + [file_digest(lib) for lib in shared_libraries(binaries[content])]
+        key = hashlib.sha256("\n".join(inputs).encode()).hexdigest()[:24]
+        path = IMAGE_CACHE / f"{name}-{key}.tar"
+        if not path.exists():
+            for stale in IMAGE_CACHE.glob(f"{name}-*.tar"):
+                stale.unlink()
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(docker_archive(name, image, layer_for(name, image, binaries)))
+            tmp.rename(path)
+        archives[name] = path
+    return archives
+
+
+def build_standin() -> Path:
+    subprocess.run(
+        ["cargo", "build", "--release", "--locked", "--example", "standin"], cwd=ROOT, check=True, capture_output=True
+    )
+    return ROOT / "target" / "release" / "examples" / "standin"
+
+
+class Stack:
+    """The running project: docker and docker-compose against the private engine."""
+
+    def __init__(self, engine, specs: dict, tmp: Path, archives: dict[str, Path], compose: str):
+        self.engine = engine
+        self.specs = specs
+        self.tmp = tmp
+        self.archives = archives
+        self.compose_bin = compose
+        self.project = specs["stack"]["project"]
+        self.state_dir = tmp / "state" / "warpwatch" / "stack"
+        streams = tmp / "streams"
+        streams.mkdir(exist_ok=True)
+        lines = []
+        for name, archive in archives.items():
+            script = streams / name
+            # What dockerTools.streamLayeredImage is to the real app: a program printing the tar.
+            script.write_text(f"#!/bin/sh\nexec cat '{archive}'\n")
+            script.chmod(0o755)
+            lines.append(f"{specs['images'][name]['ref']} {script}")
+        self.app_env = {
+            **engine.env,
+            "XDG_STATE_HOME": str(tmp / "state"),
+            "WARPWATCH_STACK_PROJECT": self.project,
+            "WARPWATCH_STACK_COMPOSE": str(self.write_store_copy()),
+            "WARPWATCH_STACK_IMAGES": "\n".join(lines),
+            "WARPWATCH_STACK_URLS": specs["urls"],
+            "WARPWATCH_STACK_SECRET_READER_UID": str(specs["stack"]["services"]["grafana"]["uid"]),
+            "WARPWATCH_STACK_DOCKER_COMPOSE": compose,
+            "WARPWATCH_STACK_UP_TIMEOUT": str(specs["upTimeoutSeconds"]),
+        }
+
+    def write_store_copy(self) -> Path:
+        store = self.tmp / "store-compose"
+        for rel, text in self.specs["project"].items():
+            path = store / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(0o444)
+        return store
+
+    def app(self, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(STACK_APP), *args], env=self.app_env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def compose(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [self.compose_bin, "--project-name", self.project, "--project-directory", str(self.state_dir),
+             "--file", str(self.state_dir / "docker-compose.yml"), *args],
+            env=self.engine.env, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            pytest.fail(f"docker-compose {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}", pytrace=False)
+        return proc
+
+    def container(self, service: str) -> str:
+        ids = self.compose("ps", "-q", service).stdout.split()
+        assert len(ids) == 1, f"{service}: containers {ids}"
+        return ids[0]
+
+    def inspect(self, service: str) -> dict:
+        return json.loads(self.engine.run(["inspect", self.container(service)]).stdout)[0]
+
+    def ip(self, service: str) -> str:
+        networks = self.inspect(service)["NetworkSettings"]["Networks"]
+        return networks[f"{self.project}_internal"]["IPAddress"]
+
+    def port(self, service: str) -> int:
+        return self.specs["stack"]["services"][service]["port"]
+
+    def url(self, service: str, path: str) -> str:
+        """Published services on 127.0.0.1, the others at their container address on the
+        project's own network (reachable from the host that runs the engine)."""
+        stack = self.specs["stack"]
+        host = stack["bindAddress"] if stack["services"][service]["published"] else self.ip(service)
+        return f"http://{host}:{self.port(service)}{path}"
+
+    def query(self, promql: str) -> list:
+        """An instant query against the real Prometheus, through its HTTP API."""
+        url = self.url("prometheus", "/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+        status, body = http_get(url, timeout=10)
+        answer = json.loads(body)
+        assert status == 200 and answer["status"] == "success", answer
+        return answer["data"]["result"]
+
+    def logs(self, service: str, tail: int = 40) -> str:
+        proc = self.engine.run(["logs", "--tail", str(tail), self.container(service)], check=False)
+        return proc.stdout + proc.stderr
+
+    def diagnostics(self) -> str:
+        out = [self.compose("ps").stdout]
+        for name in self.specs["composeServices"]:
+            with_health = self.inspect(name)["State"].get("Health", {})
+            out.append(f"--- {name}: {with_health.get('Status')} {json.dumps(with_health.get('Log', [])[-2:])}")
+            out.append(self.logs(name, 15))
+        return "\n".join(out)
+
+
+def volume_dir(stack: Stack, service: str) -> Path:
+    """Where the engine keeps a service's state volume (the test runs as root, like dockerd)."""
+    name = f"{stack.project}_{service}-data"
+    return Path(stack.engine.run(["volume", "inspect", "--format", "{{.Mountpoint}}", name]).stdout.strip())
+
+
+def docker_time(text: str) -> float:
+    """Docker's RFC 3339 timestamps carry nanoseconds; seconds since the epoch."""
+    main, _, frac = text.rstrip("Z").partition(".")
+    base = datetime.datetime.fromisoformat(main).replace(tzinfo=datetime.timezone.utc).timestamp()
+    return base + (float("0." + frac) if frac else 0.0)
+
+
+def time_to_healthy(stack: Stack) -> dict[str, float]:
+    """Seconds from the first container start of the project to each service's first passing
+    probe, read from Docker's own records (independent of how long `up` took to load images)."""
+    states = {name: stack.inspect(name)["State"] for name in stack.specs["composeServices"]}
+    first_start = min(docker_time(state["StartedAt"]) for state in states.values())
+    healthy = {}
+    for name, state in states.items():
+        passed = [entry for entry in state["Health"]["Log"] if entry["ExitCode"] == 0]
+        assert passed, f"{name} never passed a probe: {state['Health']}"
+        healthy[name] = round(docker_time(passed[0]["End"]) - first_start, 1)
+    return healthy
+
+
+def wait_until(what: str, probe, deadline: float, interval: float = 1.0):
+    end = time.monotonic() + deadline
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = probe()
+            if last:
+                return last
+        except (OSError, ValueError, KeyError, AssertionError) as err:
+            last = err
+        time.sleep(interval)
+    pytest.fail(f"timed out after {deadline}s waiting for {what} (last: {last!r})", pytrace=False)
+
+
+def debian_compose() -> str:
+    """Debian's docker-compose 1.29: the compose binary the app is pointed at (Debian ships no
+    Compose v2; the app takes whichever compose WARPWATCH_STACK_DOCKER_COMPOSE names)."""
+    return require_tool("docker-compose")
+
+
+def prometheus_binary() -> Path:
+    return Path(os.path.realpath(require_tool("prometheus")))
+
+
+@contextlib.contextmanager
+def running_stack(engine, warpwatch_bin: Path, tmp: Path, overrides: str = ""):
+    """The stack brought up by the stack app's `up` on `engine` (declaration + `overrides`, a Nix
+    attribute set body), taken down with its volumes at the end."""
+    # dockerd's data root is the engine's own: the shipper reads the json-file logs there.
+    specs = evaluate(f'{{ containerLogs.hostDir = "{engine.data_root}/containers"; {overrides} }}')
+    standin = build_standin()
+    binaries = {"warpwatch": warpwatch_bin, "prometheus": prometheus_binary()}
+    binaries |= {name: standin for name in STANDIN_SERVICES}
+    started = time.monotonic()
+    archives = build_archives(specs, binaries)
+    built = time.monotonic()
+    stack = Stack(engine, specs, tmp, archives, debian_compose())
+    up = stack.app("up")
+    print(f"\nlive stack ({specs['stack']['logShipper']}): images {built - started:.1f}s, `up` {time.monotonic() - built:.1f}s")
+    if up.returncode != 0:
+        pytest.fail(f"stack app `up` failed ({up.returncode}):\n{up.stderr}\n{stack.diagnostics()}", pytrace=False)
+    stack.first_up = up
+    try:
+        yield stack
+    finally:
+        stack.compose("down", "-v", "--timeout", "10")
