@@ -28,6 +28,9 @@ APT_PACKAGE = {
     "setfacl": "acl",
     "systemd-analyze": "systemd",
     "docker": "docker.io",
+    "dockerd": "docker.io",
+    "ip": "iproute2",
+    "busybox": "busybox-static",
     **{tool: "coreutils" for tool in ("cat", "chmod", "cp", "env", "id", "mkdir", "mktemp", "mv", "od", "tail", "tr")},
 }
 
@@ -152,3 +155,8 @@ def warpwatch_bin() -> Path:
     if not path.is_file():
         pytest.fail(f"warpwatch binary not found at {path}", pytrace=False)
     return path
+
+
+# Session fixtures kept in their own modules; importing them here makes them available to every
+# test directory. Last, because those modules import the helpers above.
+from dockerd import dockerd  # noqa: E402,F401
