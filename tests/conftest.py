@@ -31,6 +31,7 @@ APT_PACKAGE = {
     "dockerd": "docker.io",
     "ip": "iproute2",
     "busybox": "busybox-static",
+    "debootstrap": "debootstrap",
     **{tool: "coreutils" for tool in ("cat", "chmod", "cp", "env", "id", "mkdir", "mktemp", "mv", "od", "tail", "tr")},
 }
 
