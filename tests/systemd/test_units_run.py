@@ -140,6 +140,22 @@ def test_log_lines_visible_the_way_the_readme_says(machine, declared):
     assert f"listening on {URL}" in out, f"`{command}` shows no start line of the service:\n{out[-2000:]}"
 
 
+def test_the_journal_limits_the_mapping_writes_are_in_effect(machine, declared):
+    confs = [
+        name
+        for name in machine.render(declared)
+        if re.fullmatch(r"systemd/journald(@[^/]+)?\.conf|systemd/journald\.conf\.d/[^/]+\.conf", name)
+    ]
+    assert confs, "the mapping writes no journald configuration: nothing bounds the service's logs"
+    cap = f"max {float(spec.LOG_FILE_MIB * spec.LOG_FILES):.1f}M"  # journald's own size format
+    for name in confs:
+        namespace = re.fullmatch(r"systemd/journald@([^/]+)\.conf", name)
+        flag = f"--namespace={namespace.group(1)} " if namespace else ""
+        # journald reports the limit it applies when it opens the persistent journal.
+        out = machine.sh(f"journalctl {flag}-b --no-pager -o cat _COMM=systemd-journal").stdout
+        assert re.search(rf"System Journal \(/var/log/journal/\S+\) is .*, {re.escape(cap)}", out), (name, out)
+
+
 def test_visits_persist_across_systemctl_restart(machine):
     visit(machine, 3)
     before = visits(machine)
