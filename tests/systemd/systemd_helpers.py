@@ -116,8 +116,9 @@ class Machine:
     """The running container: `sh(cmd)` runs a shell command in it, `install(result)` puts a
     mapping result's units and /etc files in place."""
 
-    def __init__(self, engine: Dockerd, work: Path, warpwatch_bin: Path):
+    def __init__(self, engine: Dockerd, work: Path, warpwatch_bin: Path, diagnostics=()):
         self.engine = engine
+        self.diagnostics = diagnostics  # shell commands whose output explains a timed-out wait
         self.image = systemd_image(engine)
         self.name = f"ww-systemd-{work.name}"[:60]
         self.store = Store(work / "store")
@@ -199,8 +200,8 @@ class Machine:
             if last:
                 return last
             time.sleep(0.2)
-        status = self.sh("systemctl status --no-pager warpwatch.service", check=False).stdout
-        pytest.fail(f"timed out after {deadline}s waiting for {what} (last: {last!r})\n{status}", pytrace=False)
+        explained = "\n".join(f"$ {c}\n{self.sh(c + ' 2>&1', check=False).stdout}" for c in self.diagnostics)
+        pytest.fail(f"timed out after {deadline}s waiting for {what} (last: {last!r})\n{explained}", pytrace=False)
 
 
 def service_mapping(overrides: dict | None = None) -> dict:

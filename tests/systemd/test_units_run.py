@@ -30,14 +30,32 @@ def declared():
     return service_mapping()
 
 
+def journal_of(result: dict) -> str:
+    """journalctl's flag for the service's journal: its namespace if the mapping gives it one."""
+    namespace = unit_config(result).get("LogNamespace")
+    return f"--namespace={namespace} " if namespace else ""
+
+
+def log_command(result: dict) -> str:
+    """How an operator reads the service's own lines."""
+    return f"journalctl {journal_of(result)}-u warpwatch"
+
+
 @pytest.fixture(scope="module")
 def machine(dockerd, warpwatch_bin, tmp_path_factory, declared):
-    box = Machine(dockerd, tmp_path_factory.mktemp("systemd"), warpwatch_bin)
+    # The journal without -u: lines of a process that dies at once may miss their unit field.
+    diagnostics = (f"systemctl status --no-pager {UNIT}", f"journalctl {journal_of(declared)}-b -n 15 --no-pager")
+    box = Machine(dockerd, tmp_path_factory.mktemp("systemd"), warpwatch_bin, diagnostics)
     box.install(declared)
     box.boot()
-    box.wait("warpwatch to answer /healthz", lambda: healthz(box) == "200")
     yield box
     dockerd.run(["rm", "-f", box.name])
+
+
+def serving(box: Machine, what: str = "warpwatch to answer /healthz"):
+    """Wait for the service (cheap when it is up); tests that need it running start with it, so a
+    service that cannot start fails them, with its status and last log lines."""
+    box.wait(what, lambda: healthz(box) == "200")
 
 
 def unit_config(result: dict) -> dict:
@@ -74,6 +92,7 @@ def test_systemd_analyze_verify_is_clean(machine, declared):
 
 
 def test_active_under_every_hardening_directive_and_serving(machine, declared):
+    serving(machine)
     config = unit_config(declared)
     assert machine.show(UNIT, "ActiveState") == "active"
     # What systemd loaded is what the mapping declared (an unknown or dropped key would differ).
@@ -111,6 +130,7 @@ def test_active_under_every_hardening_directive_and_serving(machine, declared):
 
 
 def test_memory_max_and_open_files_limit_as_declared(machine, declared):
+    serving(machine)
     config = unit_config(declared)
     limit = spec.MEMORY_MIB["warpwatch"] * spec.MIB
     assert machine.show(UNIT, "MemoryMax") == str(limit)
@@ -133,14 +153,15 @@ def test_memory_max_and_open_files_limit_as_declared(machine, declared):
 
 
 def test_log_lines_visible_the_way_the_readme_says(machine, declared):
-    namespace = unit_config(declared).get("LogNamespace")
-    command = f"journalctl --namespace={namespace} -u warpwatch" if namespace else "journalctl -u warpwatch"
+    serving(machine)
+    command = log_command(declared)
     assert command in (ROOT / "README.md").read_text(), f"the README does not tell an operator to run `{command}`"
     out = machine.sh(f"{command} --no-pager -o cat").stdout
     assert f"listening on {URL}" in out, f"`{command}` shows no start line of the service:\n{out[-2000:]}"
 
 
 def test_the_journal_limits_the_mapping_writes_are_in_effect(machine, declared):
+    serving(machine)
     confs = [
         name
         for name in machine.render(declared)
@@ -157,14 +178,16 @@ def test_the_journal_limits_the_mapping_writes_are_in_effect(machine, declared):
 
 
 def test_visits_persist_across_systemctl_restart(machine):
+    serving(machine)
     visit(machine, 3)
     before = visits(machine)
     machine.sh(f"systemctl restart {UNIT}")
-    machine.wait("warpwatch back after restart", lambda: healthz(machine) == "200")
+    serving(machine, "warpwatch back after restart")
     assert visits(machine) == before
 
 
 def test_sigterm_from_systemctl_stop_persists_every_acknowledged_visit(machine, declared):
+    serving(machine)
     before = visits(machine)
     # The burst and the stop in one shell: the final write on SIGTERM, not the periodic flush,
     # has to carry the last visits.
@@ -174,15 +197,16 @@ def test_sigterm_from_systemctl_stop_persists_every_acknowledged_visit(machine, 
     assert machine.sh(f"cat {data_dir}/visits").stdout.strip() == str(before + 200)
     assert machine.show(UNIT, "Result") == "success"
     machine.sh(f"systemctl start {UNIT}")
-    machine.wait("warpwatch back after start", lambda: healthz(machine) == "200")
+    serving(machine, "warpwatch back after start")
     assert visits(machine) == before + 200
 
 
 def test_visits_persist_across_a_container_restart(machine):
+    serving(machine)
     visit(machine, 2)
     before = visits(machine)
     machine.reboot()
-    machine.wait("warpwatch up after the reboot", lambda: healthz(machine) == "200")
+    serving(machine, "warpwatch up after the reboot")
     assert machine.show(UNIT, "ActiveState") == "active"
     assert visits(machine) == before
 
@@ -209,6 +233,7 @@ def health_runs(events) -> int:
 
 
 def test_a_healthy_service_is_never_restarted(machine, fast_healthcheck):
+    serving(machine)
     retries = spec.HEALTHCHECK_RETRIES
     cursor, pid, restarts = journal_cursor(machine), main_pid(machine), machine.show(UNIT, "NRestarts")
     machine.wait(f"{2 * retries} healthcheck runs", lambda: health_runs(events_since(machine, cursor)) >= 2 * retries)
@@ -218,12 +243,13 @@ def test_a_healthy_service_is_never_restarted(machine, fast_healthcheck):
 
 
 def test_a_frozen_service_is_restarted_after_exactly_retries_failures(machine, fast_healthcheck):
+    serving(machine)
     retries = spec.HEALTHCHECK_RETRIES
     pid = main_pid(machine)
     cursor = journal_cursor(machine)
     machine.sh(f"kill -STOP {pid}")
     machine.wait("the healthcheck to restart the frozen service", lambda: main_pid(machine) not in (0, pid), deadline=60)
-    machine.wait("warpwatch healthy again", lambda: healthz(machine) == "200")
+    serving(machine, "warpwatch healthy again")
 
     events = events_since(machine, cursor)
     story = []
