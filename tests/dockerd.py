@@ -17,8 +17,8 @@ Why each choice:
 
 At the end, the containers, volumes and networks in the data root are removed and the daemon is
 stopped by PID (SIGTERM, then SIGKILL after STOP_TIMEOUT_S). Images stay as a cache, unless
-WARPWATCH_TEST_DOCKER_CACHE=drop, which deletes the data root so the next run starts like a fresh
-machine.
+WARPWATCH_TEST_DOCKER_CACHE=drop, which deletes the data root before and after the run: a run
+like on a fresh machine, leaving nothing behind.
 """
 
 import contextlib
