@@ -243,7 +243,10 @@ def test_a_healthy_service_is_never_restarted(machine, fast_healthcheck):
     cursor, pid, restarts = journal_cursor(machine), main_pid(machine), machine.show(UNIT, "NRestarts")
     machine.wait(f"{2 * retries} healthcheck runs", lambda: health_runs(events_since(machine, cursor)) >= 2 * retries)
     events = events_since(machine, cursor)
-    assert [e["MESSAGE"] for e in events if e.get("_SYSTEMD_UNIT") == f"{HEALTH}.service"] == []
+    # A lone slow probe on a loaded machine may be logged; a restart must never follow.
+    said = [(int(e["PRIORITY"]), e["MESSAGE"]) for e in events if e.get("_SYSTEMD_UNIT") == f"{HEALTH}.service"]
+    assert not [m for p, m in said if p <= 3], said
+    assert not [e for e in events if e.get("UNIT") == UNIT and e.get("MESSAGE", "").startswith("Stopping")]
     assert (main_pid(machine), machine.show(UNIT, "NRestarts")) == (pid, restarts)
 
 
