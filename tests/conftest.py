@@ -32,6 +32,7 @@ APT_PACKAGE = {
     "ip": "iproute2",
     "busybox": "busybox-static",
     "ldd": "libc-bin",
+    "debootstrap": "debootstrap",
     **{tool: "coreutils" for tool in ("cat", "chmod", "cp", "env", "id", "mkdir", "mktemp", "mv", "od", "tail", "tr")},
 }
 

@@ -28,7 +28,8 @@ def test_a_container_serves_on_loopback_and_on_its_network(dockerd):
     assert peer.stdout == "hello\n"
 
 
-def test_a_second_engine_gets_its_own_pool_and_is_cleaned_up(dockerd):
+def test_a_second_engine_gets_its_own_pool_and_is_cleaned_up(dockerd, monkeypatch):
+    monkeypatch.delenv(engine_module.CACHE_ENV, raising=False)  # the default: images are kept
     with private_dockerd() as other:
         assert other.pool != dockerd.pool and other.data_root != dockerd.data_root
         image = busybox_image(other)
