@@ -467,7 +467,7 @@ in
           ExecStart = shipperCommand.${shipper};
           MemoryMax = "${toString services.${shipper}.memoryMiB}M";
           DynamicUser = true;
-          PrivateUsers = true;
+          # No PrivateUsers: a user namespace would leave the systemd-journal group unmapped.
           SupplementaryGroups = [ "systemd-journal" ];
           StateDirectory = shipperUnitName;
           Restart = "always";
