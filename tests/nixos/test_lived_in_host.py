@@ -3,6 +3,7 @@ Alloy and journald settings win, the stack adds to them, and it warns or fails e
 the option to set where the two cannot coexist. `host` is what nix/module.nix reads back from
 the host's configuration."""
 
+import json
 import os
 import subprocess
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 import spec
-from conftest import free_port, nix_eval, require_tool, stop_process, wait_for, write_files
+from conftest import free_port, http_get, nix_eval, require_tool, stop_process, wait_for, write_files
 from nixos_helpers import FAKE, SECRETS, is_default, mapping, mapping_raw, merged
 
 LIVED_IN = {
@@ -59,6 +60,39 @@ def test_host_job_named_prometheus_passes_promtool(tmp_path):
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_our_jobs_keep_their_job_label_next_to_the_hosts(tmp_path):
+    # A real Prometheus scraping itself twice, as the host's "prometheus" job and as ours: two
+    # series with job="prometheus" (what dashboards and rules select), told apart by `stack`.
+    port = free_port()
+    overrides = {"services": {"prometheus": {"port": port}}, "prometheus": {"scrapeIntervalSeconds": 1}}
+    jobs = merged(mapping(overrides))["services"]["prometheus"]["scrapeConfigs"]
+    host_jobs = [
+        {"job_name": "prometheus", "scrape_interval": "1s", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+    ]
+    write_files(tmp_path, {"prometheus.yml": yaml.safe_dump({"scrape_configs": host_jobs + jobs})})
+    server = subprocess.Popen(
+        [
+            require_tool("prometheus"),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    query = f"http://127.0.0.1:{port}/api/v1/query?query=up%7Bjob%3D%22prometheus%22%7D%3D%3D1"
+    try:
+        result = wait_for(
+            "both prometheus jobs to be up",
+            lambda: (r := json.loads(http_get(query)[1])["data"]["result"]) and len(r) == 2 and r,
+            deadline=60,
+            processes=[server],
+        )
+    finally:
+        stop_process(server)
+    assert sorted(series["metric"].get("stack", "") for series in result) == ["", "warpwatch"]
 
 
 # --- defect 3: IPv6 ---------------------------------------------------------------------------
