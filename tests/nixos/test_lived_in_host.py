@@ -168,6 +168,8 @@ def test_healthchecks_probe_where_grafana_and_prometheus_listen():
     assert f"http://10.0.0.5:3300{spec.HEALTH_PATHS['grafana']}" in health_script(config, "grafana")
     # A wildcard is probed over loopback.
     assert f"http://127.0.0.1:9091{spec.HEALTH_PATHS['prometheus']}" in health_script(config, "prometheus")
+    ipv6 = merged(mapping(grafana={**SECRETS, "listenAddress": "::"}))
+    assert f"http://[::1]:{spec.PORTS['grafana']}{spec.HEALTH_PATHS['grafana']}" in health_script(ipv6, "grafana")
 
 
 # --- defect 8: overrides from several modules -------------------------------------------------
