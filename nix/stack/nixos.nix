@@ -635,7 +635,8 @@ in
         };
         grafana = {
           enable = true;
-          openFirewall = grafanaArgs.openFirewall;
+          # Opened when asked to; otherwise the host's own choice stands.
+          openFirewall = if grafanaArgs.openFirewall then true else mkDefault false;
           settings = {
             server = defaults {
               http_addr = grafanaArgs.listenAddress;

@@ -209,6 +209,12 @@ def test_grafana_port_address_and_secrets_are_defaults():
         assert is_default(settings[section][option]), (section, option)
 
 
+def test_grafana_firewall_is_the_hosts_unless_asked_to_open_it():
+    assert is_default(mapping_raw()["monitoring"]["services"]["grafana"]["openFirewall"])
+    opened = mapping_raw(grafana={**SECRETS, "openFirewall": True})["monitoring"]["services"]["grafana"]
+    assert opened["openFirewall"] is True
+
+
 def test_a_host_secret_key_needs_no_secret_file():
     config = merged(mapping(grafana={"adminPasswordFile": SECRETS["adminPasswordFile"]}, host=LIVED_IN))
     assert failed(config) == []
