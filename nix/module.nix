@@ -22,11 +22,13 @@ let
   };
 
   mapped = api.nixos {
+    inherit lib;
+    inherit (cfg) enable listenAddress openFirewall;
+    monitoringEnable = cfg.monitoring.enable;
     warpwatch = cfg.package;
     promtail = cfg.monitoring.promtailPackage;
-    coreutils = pkgs.coreutils;
+    alloy = cfg.monitoring.alloyPackage;
     systemd = pkgs.systemd;
-    inherit (cfg) listenAddress openFirewall;
     extraEnvironment = cfg.environment;
     grafana = {
       inherit (cfg.grafana)
@@ -35,6 +37,25 @@ let
         listenAddress
         openFirewall
         ;
+    };
+    # Read back where the host's own definitions win over the stack's defaults, so the probes,
+    # scrape targets, datasources and warnings follow what really runs. Our own definitions of
+    # these options are constants, so reading them here cannot loop.
+    host = {
+      prometheus = {
+        inherit (config.services.prometheus) listenAddress port;
+        evaluationInterval = config.services.prometheus.globalConfig.evaluation_interval;
+      };
+      grafana = {
+        address = config.services.grafana.settings.server.http_addr;
+        port = config.services.grafana.settings.server.http_port;
+        secretKey = config.services.grafana.settings.security.secret_key;
+        adminPassword = config.services.grafana.settings.security.admin_password;
+      };
+      alloy = {
+        inherit (config.services.alloy) enable extraFlags;
+      };
+      journaldExtraConfig = config.services.journald.extraConfig;
     };
   };
 
@@ -109,8 +130,10 @@ in
         defaultText = lib.literalMD "`logShipper` of nix/stack/declaration.nix";
         description = ''
           `"promtail"` runs Promtail (end-of-life upstream; needs
-          {option}`services.warpwatch.monitoring.promtailPackage`) in its own hardened unit;
-          `"alloy"` runs `services.alloy` on the very same Promtail configuration.
+          {option}`services.warpwatch.monitoring.promtailPackage`), `"alloy"` runs Grafana Alloy
+          on the very same Promtail configuration; either in a hardened unit of the stack's own
+          (`warpwatch-promtail` / `warpwatch-alloy`), so a host's {option}`services.alloy`
+          pipeline is left as it is.
         '';
       };
 
@@ -121,8 +144,20 @@ in
         description = "Promtail package, used when `logShipper = \"promtail\"`. nixpkgs 26.05 has none.";
       };
 
+      alloyPackage = mkOption {
+        type = types.package;
+        default = pkgs.grafana-alloy;
+        defaultText = lib.literalExpression "pkgs.grafana-alloy";
+        description = ''
+          Grafana Alloy for the stack's own shipper unit (used when `logShipper = "alloy"`); the
+          host's {option}`services.alloy` stays the host's.
+        '';
+      };
+
       overrides = mkOption {
-        type = types.attrs;
+        # Deep-merged across modules like any NixOS option: attribute sets merge key by key, and
+        # two different values for one key conflict unless priorities (mkForce ...) decide.
+        type = types.attrsOf types.anything;
         default = { };
         example = {
           services.loki.memoryMiB = 1024;
@@ -130,8 +165,8 @@ in
         };
         description = ''
           Deep-merged into nix/stack/declaration.nix (ports, memory limits, rotation, healthcheck
-          timings, ...), exactly as for the compose stack. Invalid values fail evaluation with a
-          message naming the field.
+          timings, ...), exactly as for the compose stack. Definitions from several modules merge
+          key by key; invalid values fail evaluation with a message naming the field.
         '';
       };
     };
@@ -150,10 +185,13 @@ in
     };
   };
 
-  config = lib.mkIf cfg.enable (
-    lib.mkMerge [
-      mapped.service
-      (lib.mkIf cfg.monitoring.enable mapped.monitoring)
-    ]
-  );
+  config = lib.mkMerge [
+    mapped.checks
+    (lib.mkIf cfg.enable (
+      lib.mkMerge [
+        mapped.service
+        (lib.mkIf cfg.monitoring.enable mapped.monitoring)
+      ]
+    ))
+  ];
 }

@@ -8,13 +8,18 @@ import yaml
 
 import spec
 from conftest import nix_eval
-from nixos_helpers import FAKE, SECRETS, mapping, mapping_error, mapping_expr, merged
+from nixos_helpers import FAKE, SECRETS, mapping, mapping_error, mapping_expr, mapping_raw, merged, is_default
 
 SHIPPERS = ["promtail", "alloy"]
 
 
 def active(shipper: str) -> list[str]:
     return [shipper if name == "promtail" else name for name in spec.SERVICES]
+
+
+def unit_of(name: str, shipper: str) -> str:
+    """The shipper runs in a unit of the stack's own; the others under their service's name."""
+    return f"warpwatch-{name}" if name == shipper else name
 
 
 @pytest.fixture(scope="module", params=SHIPPERS)
@@ -28,7 +33,7 @@ def test_memory_max_per_unit_is_the_required_limit(shipped):
     units = config["systemd"]["services"]
     required = dict(spec.MEMORY_MIB, alloy=spec.MEMORY_MIB["promtail"])
     for name in active(shipper):
-        assert units[name]["serviceConfig"]["MemoryMax"] == f"{required[name]}M", name
+        assert units[unit_of(name, shipper)]["serviceConfig"]["MemoryMax"] == f"{required[name]}M", name
 
 
 def test_memory_override_changes_the_unit():
@@ -37,26 +42,36 @@ def test_memory_override_changes_the_unit():
     assert config["systemd"]["services"]["warpwatch"]["serviceConfig"]["MemoryMax"] == "300M"
 
 
-def test_every_unit_logs_to_a_namespace_bounded_like_json_file(shipped):
+def test_every_unit_logs_to_the_default_journal_bounded_by_the_rotation(shipped):
     shipper, config = shipped
-    etc = config["environment"]["etc"]
+    # No namespace: `journalctl -u` works for every unit and nixpkgs' Prometheus reload finds
+    # its message (issue 9, defects 6 and 12).
     for name in active(shipper):
-        assert config["systemd"]["services"][name]["serviceConfig"]["LogNamespace"] == name
-        text = etc[f"systemd/journald@{name}.conf"]["text"]
-        settings = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-        assert text.startswith("[Journal]\n")
-        assert settings["SystemMaxFileSize"] == f"{spec.LOG_FILE_MIB}M"
-        assert settings["SystemMaxUse"] == f"{spec.LOG_FILE_MIB * spec.LOG_FILES}M"
-        assert settings["SystemMaxFiles"] == str(spec.LOG_FILES)
-    # The host's global journald settings are left alone.
-    assert "services" not in config or "journald" not in config["services"]
-    assert not any(path == "systemd/journald.conf" for path in etc)
+        assert "LogNamespace" not in config["systemd"]["services"][unit_of(name, shipper)]["serviceConfig"], name
+    assert not any(path.startswith("systemd/journald") for path in config["environment"]["etc"])
+    settings = dict(line.split("=", 1) for line in config["services"]["journald"]["extraConfig"].splitlines())
+    units = len(active(shipper))
+    assert settings == {
+        "SystemMaxFileSize": f"{spec.LOG_FILE_MIB}M",
+        "SystemMaxFiles": str(spec.LOG_FILES * units),
+        "SystemMaxUse": f"{spec.LOG_FILE_MIB * spec.LOG_FILES * units}M",
+    }
 
 
-def test_rotation_override_reaches_the_namespaces():
-    etc = merged(mapping({"logging": {"maxSizeMiB": 20, "maxFiles": 5}}))["environment"]["etc"]
-    text = etc["systemd/journald@loki.conf"]["text"]
-    assert "SystemMaxFileSize=20M" in text and "SystemMaxUse=100M" in text
+def test_journal_limits_are_a_default_the_host_wins_over():
+    assert is_default(mapping_raw()["service"]["services"]["journald"]["extraConfig"])
+
+
+def test_a_host_journald_config_without_a_total_cap_is_warned_about():
+    warnings = merged(mapping(host={"journaldExtraConfig": "ForwardToConsole=yes\n"}))["warnings"]
+    assert any("services.journald.extraConfig is set on this host without SystemMaxUse=" in w for w in warnings)
+    capped = merged(mapping(host={"journaldExtraConfig": "SystemMaxUse=2G\n"}))["warnings"]
+    assert not any("services.journald.extraConfig" in w for w in capped)
+
+
+def test_rotation_override_reaches_the_journal_limits():
+    text = merged(mapping({"logging": {"maxSizeMiB": 20, "maxFiles": 5}}))["services"]["journald"]["extraConfig"]
+    assert "SystemMaxFileSize=20M" in text and "SystemMaxUse=500M" in text
 
 
 def test_healthcheck_timer_per_service(shipped):
@@ -72,7 +87,7 @@ def test_healthcheck_timer_per_service(shipped):
         url = f"http://127.0.0.1:{spec.PORTS[name]}{spec.HEALTH_PATHS[name]}"
         assert f"{FAKE['warpwatch']}/bin/warpwatch probe --timeout {spec.HEALTHCHECK_TIMEOUT_S} {url}" in script
         assert f"-ge {spec.HEALTHCHECK_RETRIES} ]" in script
-        assert f"systemctl restart --no-block {name}.service" in script
+        assert f"systemctl restart --no-block {unit_of(name, shipper)}.service" in script
         assert check["serviceConfig"]["Type"] == "oneshot"
         # The failure counter lives in /run and survives between runs until reboot.
         assert check["serviceConfig"]["RuntimeDirectory"] == f"warpwatch-health/{name}"
@@ -89,7 +104,8 @@ def test_loopback_and_closed_firewall_by_default():
     assert services["grafana"]["openFirewall"] is False
     assert services["prometheus"]["listenAddress"] == spec.LOOPBACK
     assert services["loki"]["configuration"]["server"]["http_listen_address"] == spec.LOOPBACK
-    assert f"--server.http.listen-addr={spec.LOOPBACK}:{spec.PORTS['alloy']}" in services["alloy"]["extraFlags"]
+    alloy = merged(mapping({"logShipper": "alloy"}))["systemd"]["services"]["warpwatch-alloy"]
+    assert f"--server.http.listen-addr={spec.LOOPBACK}:{spec.PORTS['alloy']}" in alloy["serviceConfig"]["ExecStart"]
 
 
 def test_exposing_the_service_on_purpose():
@@ -110,7 +126,7 @@ def test_port_override_moves_service_scrape_and_probe():
     config = merged(mapping({"services": {"warpwatch": {"port": 18080}}}))
     assert config["systemd"]["services"]["warpwatch"]["environment"]["WARPWATCH_ADDR"] == "127.0.0.1:18080"
     jobs = {job["job_name"]: job for job in config["services"]["prometheus"]["scrapeConfigs"]}
-    assert jobs["warpwatch"]["static_configs"][0]["targets"] == ["127.0.0.1:18080"]
+    assert jobs["warpwatch/warpwatch"]["static_configs"][0]["targets"] == ["127.0.0.1:18080"]
     assert "http://127.0.0.1:18080/healthz" in config["systemd"]["services"]["warpwatch-health-warpwatch"]["script"]
 
 
@@ -124,12 +140,14 @@ def test_extra_environment_wins():
 def test_promtail_is_our_own_unit_and_warned_about():
     result = mapping({"logShipper": "promtail"})
     config = merged(result)
-    unit = config["systemd"]["services"]["promtail"]
-    assert unit["serviceConfig"]["ExecStart"] == f"{FAKE['promtail']}/bin/promtail -config.file=/etc/promtail/promtail.yaml"
+    unit = config["systemd"]["services"]["warpwatch-promtail"]
+    assert unit["serviceConfig"]["ExecStart"] == (
+        f"{FAKE['promtail']}/bin/promtail -config.file=/etc/warpwatch-promtail/promtail.yaml"
+    )
     assert unit["serviceConfig"]["DynamicUser"] is True
     assert unit["serviceConfig"]["SupplementaryGroups"] == ["systemd-journal"]
     assert unit["serviceConfig"]["ProtectSystem"] == "strict"
-    assert config["services"]["alloy"]["enable"] is False
+    assert "alloy" not in config["services"]
     assert any("Promtail is end-of-life" in w for w in config["warnings"])
     # The service alone (monitoring off) does not warn about a shipper it does not run.
     assert not any("Promtail" in w for w in result["service"]["warnings"])
@@ -139,39 +157,44 @@ def test_promtail_without_package_is_a_clear_assertion():
     config = merged(mapping({"logShipper": "promtail"}, promtail=None))
     failed = [a["message"] for a in config["assertions"] if not a["assertion"]]
     assert any("needs services.warpwatch.monitoring.promtailPackage" in m for m in failed)
-    assert "promtail" not in config["systemd"]["services"]
+    assert "warpwatch-promtail" not in config["systemd"]["services"]
 
 
-def test_alloy_runs_the_promtail_config():
+def test_alloy_runs_the_promtail_config_in_its_own_unit():
     config = merged(mapping({"logShipper": "alloy"}))
-    alloy = config["services"]["alloy"]
-    assert alloy["enable"] is True
-    assert alloy["configPath"] == "/etc/alloy/promtail.yaml"
-    assert "--config.format=promtail" in alloy["extraFlags"]
-    assert "alloy/promtail.yaml" in config["environment"]["etc"]
+    # services.alloy stays the host's (issue 9, defect 4): its pipeline is never replaced.
+    assert "alloy" not in config["services"]
+    unit = config["systemd"]["services"]["warpwatch-alloy"]["serviceConfig"]
+    assert unit["ExecStart"].startswith(f"{FAKE['alloy']}/bin/alloy run --config.format=promtail ")
+    assert unit["ExecStart"].endswith(" /etc/warpwatch-alloy/promtail.yaml")
+    assert f"--server.http.listen-addr=127.0.0.1:{spec.PORTS['alloy']}" in unit["ExecStart"]
+    assert unit["StateDirectory"] == "warpwatch-alloy"
+    assert "warpwatch-alloy/promtail.yaml" in config["environment"]["etc"]
     assert not any("end-of-life" in w for w in config["warnings"])
 
 
-def test_shipper_reads_every_namespace_journal(shipped):
+def test_shipper_reads_the_default_journal(shipped):
     shipper, config = shipped
-    promtail_config = yaml.safe_load(config["environment"]["etc"][f"{shipper}/promtail.yaml"]["text"])
-    paths = [job["journal"]["path"] for job in promtail_config["scrape_configs"]]
-    assert paths[0] == "/var/log/journal"
-    assert sorted(paths[1:]) == sorted(f"/run/{shipper}/journal-{name}" for name in active(shipper))
-    unit = config["systemd"]["services"][shipper]
-    links = unit["serviceConfig"]["ExecStartPre"]
-    # %m is systemd's machine-id specifier: the namespace directories are only known at run time.
-    for name in active(shipper):
-        assert f"{FAKE['coreutils']}/bin/ln -sfn /var/log/journal/%m.{name} /run/{shipper}/journal-{name}" in links
-        assert f"systemd-journald@{name}.service" in unit["wants"]
-    assert unit["serviceConfig"]["RuntimeDirectory"] == shipper
+    unit_name = unit_of(shipper, shipper)
+    promtail_config = yaml.safe_load(config["environment"]["etc"][f"{unit_name}/promtail.yaml"]["text"])
+    assert [job["journal"]["path"] for job in promtail_config["scrape_configs"]] == ["/var/log/journal"]
+    assert promtail_config["positions"]["filename"] == f"/var/lib/{unit_name}/positions.yaml"
+    unit = config["systemd"]["services"][unit_name]
+    assert unit["serviceConfig"]["SupplementaryGroups"] == ["systemd-journal"]
+    assert "ExecStartPre" not in unit["serviceConfig"] and "wants" not in unit
     assert promtail_config["clients"][0]["url"] == f"http://{spec.LOOPBACK}:{spec.PORTS['loki']}/loki/api/v1/push"
 
 
 def test_prometheus_scrapes_the_five_services(shipped):
     shipper, config = shipped
     prometheus = config["services"]["prometheus"]
-    assert sorted(job["job_name"] for job in prometheus["scrapeConfigs"]) == sorted(active(shipper))
+    jobs = prometheus["scrapeConfigs"]
+    # Job names of our own, the `job` label the dashboards select on (issue 9, defect 2).
+    assert sorted(job["job_name"] for job in jobs) == sorted(f"warpwatch/{name}" for name in active(shipper))
+    assert sorted(job["static_configs"][0]["labels"]["job"] for job in jobs) == sorted(active(shipper))
+    # The declared interval, whatever a host's global one is.
+    declared = nix_eval("(import ./nix/stack { }).stack.prometheus.scrapeIntervalSeconds")
+    assert {job["scrape_interval"] for job in jobs} == {f"{declared}s"}
     assert prometheus["stateDir"] == "prometheus"
     assert "groups:" in prometheus["rules"][0]
 

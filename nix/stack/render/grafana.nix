@@ -1,34 +1,40 @@
 # Grafana provisioning: the Prometheus and Loki datasources under fixed uids (the dashboards in
 # configs/grafana/dashboards refer to them) and one file provider for those dashboards.
+# Their names carry the project's, so they never collide with a host's own "Prometheus"; only the
+# compose project, whose Grafana is the stack's alone, makes one of them the default.
 stack:
 {
   target,
   # Where Grafana finds the dashboard JSON files (the compose project mounts them here).
   dashboardsPath ? "/etc/grafana/dashboards",
+  # Where Grafana reaches each datasource, when a host runs it elsewhere than declared.
+  urls ? { },
 }:
 let
   inherit (import ../lib.nix) addressOf seconds;
   urlOf =
-    name: "http://${addressOf "configs.grafana" target name}:${toString stack.services.${name}.port}";
+    name:
+    urls.${name}
+      or "http://${addressOf "configs.grafana" target name}:${toString stack.services.${name}.port}";
 in
 {
   datasources = {
     apiVersion = 1;
     datasources = [
       {
-        name = "Prometheus";
+        name = "${stack.project} Prometheus";
         type = "prometheus";
         uid = "prometheus";
         access = "proxy";
         url = urlOf "prometheus";
-        isDefault = true;
+        isDefault = target == "compose";
         editable = false;
         jsonData = {
           timeInterval = seconds stack.prometheus.scrapeIntervalSeconds;
         };
       }
       {
-        name = "Loki";
+        name = "${stack.project} Loki";
         type = "loki";
         uid = "loki";
         access = "proxy";
@@ -41,9 +47,9 @@ in
     apiVersion = 1;
     providers = [
       {
-        name = "warpwatch";
+        name = stack.project;
         type = "file";
-        folder = "warpwatch";
+        folder = stack.project;
         disableDeletion = true;
         allowUiUpdates = false;
         options = {
