@@ -5,8 +5,8 @@
 stack:
 {
   target,
-  # Journals to read on a host: one scrape job per path, so per-service journald namespaces
-  # (`/var/log/journal/<machine-id>.<namespace>`) can be listed next to the default journal.
+  # Journals to read on a host, one scrape job per path. The NixOS module reads only the default
+  # journal; more paths are for hosts that keep other journals (e.g. ones received remotely).
   journalPaths ? [ "/var/log/journal" ],
   # Writable directory for positions.yaml (the shipper's state directory).
   stateDir ? stack.services.${stack.logShipper}.dataDir,
