@@ -1,4 +1,4 @@
-"""Evaluating the pure NixOS mapping (nix/stack/nixos.nix) offline, and rendering a unit from it.
+"""Evaluating the pure NixOS mapping (nix/stack/nixos.nix) offline, and writing a unit of it.
 
 The mapping takes store paths as plain strings, so tests pass fake ones (or a directory holding
 the real warpwatch binary) and assert on the option values it returns. Its priorities come from a
@@ -11,12 +11,23 @@ definition.
 from pathlib import Path
 
 from conftest import nix_eval, nix_eval_error, nix_value
+from nixos_units import Store, merge, render_service
 
 FAKE = {
     "warpwatch": "/nix/store/00000000000000000000000000000000-warpwatch",
     "promtail": "/nix/store/11111111111111111111111111111111-promtail",
     "alloy": "/nix/store/22222222222222222222222222222222-alloy",
     "systemd": "/nix/store/33333333333333333333333333333333-systemd",
+}
+# What NixOS adds to every unit itself: the packages of its default PATH (systemd is the one the
+# mapping also names) and the shell `script`s run with.
+SYSTEM_FAKE = {
+    "coreutils": "/nix/store/44444444444444444444444444444444-coreutils",
+    "findutils": "/nix/store/55555555555555555555555555555555-findutils",
+    "gnugrep": "/nix/store/66666666666666666666666666666666-gnugrep",
+    "gnused": "/nix/store/77777777777777777777777777777777-gnused",
+    "systemd": FAKE["systemd"],
+    "bash": "/nix/store/88888888888888888888888888888888-bash",
 }
 SECRETS = {"adminPasswordFile": "/run/secrets/grafana-admin", "secretKeyFile": "/run/secrets/grafana-key"}
 
@@ -82,45 +93,12 @@ def mapping_error(overrides: dict | None = None, **args) -> str:
 
 def merged(result: dict) -> dict:
     """service + monitoring as the module applies them (lists concatenate, sets merge)."""
-
-    def merge(a, b):
-        if isinstance(a, dict) and isinstance(b, dict):
-            out = dict(a)
-            for k, v in b.items():
-                out[k] = merge(a[k], v) if k in a else v
-            return out
-        if isinstance(a, list) and isinstance(b, list):
-            return a + b
-        return b
-
     return merge(merge(result["checks"], result["service"]), result["monitoring"])
 
 
-def _unit_value(value) -> str:
-    # NixOS' attrsToSection: booleans as true/false, everything else as its string.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def render_unit(unit: dict) -> str:
-    """A systemd unit file from a mapped systemd.services.<name>, the way NixOS writes it."""
-    lines = ["[Unit]"]
-    if "description" in unit:
-        lines.append(f"Description={unit['description']}")
-    for key, directive in (("after", "After"), ("wants", "Wants")):
-        for dep in unit.get(key, []):
-            lines.append(f"{directive}={dep}")
-    lines += ["", "[Service]"]
-    for name, value in sorted(unit.get("environment", {}).items()):
-        lines.append(f'Environment="{name}={value}"')
-    for key, value in sorted(unit.get("serviceConfig", {}).items()):
-        for item in value if isinstance(value, list) else [value]:
-            lines.append(f"{key}={_unit_value(item)}")
-    return "\n".join(lines) + "\n"
-
-
 def write_unit(directory: Path, name: str, unit: dict) -> Path:
+    """<directory>/<name>.service from a mapped systemd.services.<name>, the way NixOS writes it
+    (nixos_units.py); store objects it names (scripts, restart triggers) go to <directory>/store."""
     path = directory / f"{name}.service"
-    path.write_text(render_unit(unit))
+    path.write_text(render_service(name, unit, Store(directory / "store"), SYSTEM_FAKE, SYSTEM_FAKE["bash"]))
     return path

@@ -29,8 +29,8 @@ from conftest import ROOT, require_tool
 from dockerd import CACHE_ROOT, Dockerd
 
 sys.path.insert(0, str(ROOT / "tests" / "nixos"))  # the mapping's helpers, shared with tests/nixos
-from nixos_helpers import FAKE, mapping  # noqa: E402
-from nixos_units import DEFAULT_PATH, Store, plain, render_system, wants_links  # noqa: E402
+from nixos_helpers import FAKE, SYSTEM_FAKE, mapping  # noqa: E402
+from nixos_units import Store, render_system, wants_links  # noqa: E402
 
 SUITE = "bookworm"
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "procps", "util-linux", "curl")
@@ -48,14 +48,15 @@ DEBOOTSTRAP_TIMEOUT_S = 900
 # (systemd issue #29656). CAP_SYS_RESOURCE is not ours to give: this dockerd lacks it.
 CAPABILITIES = ("SYS_ADMIN", "SYS_PTRACE")
 
-# The mapping's stand-ins whose programs come from a Debian package of the image.
-STAND_INS = {
-    "coreutils": (FAKE["coreutils"], "coreutils"),
-    "systemd": (FAKE["systemd"], "systemd"),
-    "findutils": ("/nix/store/44444444444444444444444444444444-findutils", "findutils"),
-    "gnugrep": ("/nix/store/55555555555555555555555555555555-gnugrep", "grep"),
-    "gnused": ("/nix/store/66666666666666666666666666666666-gnused", "sed"),
-    "bash": ("/nix/store/77777777777777777777777777777777-bash", "bash"),
+# The Debian package of the image whose programs stand for each package NixOS puts on a unit's
+# PATH or runs its scripts with.
+DEBIAN_PACKAGE = {
+    "coreutils": "coreutils",
+    "findutils": "findutils",
+    "gnugrep": "grep",
+    "gnused": "sed",
+    "systemd": "systemd",
+    "bash": "bash",
 }
 BOOT_TIMEOUT_S = 60
 
@@ -124,9 +125,9 @@ class Machine:
         self.store = Store(work / "store")
         self.store.directory.chmod(0o755)  # DynamicUser services must traverse it
         self.work = work
-        programs = package_programs(engine, self.image, {deb for _, deb in STAND_INS.values()})
-        for store_path, deb in STAND_INS.values():
-            bin_dir = self.store.directory / Path(store_path).name / "bin"
+        programs = package_programs(engine, self.image, set(DEBIAN_PACKAGE.values()))
+        for name, deb in DEBIAN_PACKAGE.items():
+            bin_dir = self.store.directory / Path(SYSTEM_FAKE[name]).name / "bin"
             bin_dir.mkdir(parents=True, exist_ok=True)
             for program in programs[deb]:
                 link = bin_dir / Path(program).name
@@ -135,7 +136,6 @@ class Machine:
         warpwatch_dir = self.store.directory / Path(FAKE["warpwatch"]).name / "bin"
         warpwatch_dir.mkdir(parents=True, exist_ok=True)
         (warpwatch_dir / "warpwatch").touch()  # the mount point of the real binary
-        self.packages = {name: path for name, (path, _) in STAND_INS.items()}
         args = ["create", "--pull", "never", "--name", self.name, "--hostname", "warpwatch-test",
                 "--network", "none", "--stop-signal", "SIGRTMIN+3", "--stop-timeout", "60",
                 "--security-opt", "seccomp=unconfined", "--cgroupns=host",
@@ -147,7 +147,7 @@ class Machine:
         engine.run([*args, self.image])
 
     def render(self, result: dict) -> dict[str, str]:
-        return render_system(result, self.store, {p: self.packages[p] for p in DEFAULT_PATH}, self.packages["bash"])
+        return render_system(result, self.store, SYSTEM_FAKE, SYSTEM_FAKE["bash"])
 
     def install(self, result: dict):
         """Write the units and /etc files of `result` into the container's /etc (links included),
@@ -206,5 +206,5 @@ class Machine:
 
 def service_mapping(overrides: dict | None = None) -> dict:
     """The `service` part of the mapping (the warpwatch unit, its healthcheck, its journal
-    settings), with the mapping's stand-in store paths, priority wrappers stripped."""
-    return plain(mapping(overrides)["service"])
+    settings), with the mapping's stand-in store paths, priority wrappers resolved."""
+    return mapping(overrides)["service"]

@@ -1,7 +1,7 @@
 """The unit renderer's own rules (nixos_units.py), on small attrsets whose NixOS rendering is known
 from nixos/lib/systemd-lib.nix: what the container test installs is only as faithful as this."""
 
-from nixos_units import Store, plain, render_service, render_timer, wants_links
+from nixos_units import Store, plain, render_journald, render_service, render_system, render_timer, wants_links
 
 PACKAGES = {p: f"/nix/store/{p}" for p in ("coreutils", "findutils", "gnugrep", "gnused", "systemd")}
 BASH = "/nix/store/bash"
@@ -54,3 +54,16 @@ def test_a_timer_and_its_wants_link(tmp_path):
     )
     result = {"systemd": {"timers": {"t": timer}, "services": {"s": {"wantedBy": ["multi-user.target"]}}}}
     assert wants_links(result) == {"timers.target.wants/t.timer": "../t.timer", "multi-user.target.wants/s.service": "../s.service"}
+
+
+def test_journald_conf_as_nixos_writes_it(tmp_path):
+    # services.journald.extraConfig follows NixOS' own [Journal] lines; the console and syslog
+    # lines, off by default, leave their empty lines.
+    result = {"services": {"journald": {"extraConfig": {"_type": "override", "priority": 1000, "content": "SystemMaxUse=1M\n"}}}}
+    assert render_system(result, Store(tmp_path), PACKAGES, BASH) == {
+        "systemd/journald.conf": "[Journal]\nStorage=persistent\nRateLimitInterval=30s\nRateLimitBurst=10000\n\n\nAudit=keep\nSystemMaxUse=1M\n\n"
+    }
+    assert render_journald({"console": "/dev/tty1", "forwardToSyslog": True, "audit": True}) == (
+        "[Journal]\nStorage=persistent\nRateLimitInterval=30s\nRateLimitBurst=10000\n"
+        "ForwardToConsole=yes\nTTYPath=/dev/tty1\n\nForwardToSyslog=yes\n\nAudit=true\n\n"
+    )

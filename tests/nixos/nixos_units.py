@@ -17,6 +17,9 @@ handling of nixos/lib/systemd-unit-options.nix. This module follows those rules,
   starting `set -e` (writeShellScriptBin, enableStrictShellChecks off).
 - [Timer]: `timerConfig`. [Install]: WantedBy= space-joined; NixOS also links the unit into
   <target>.wants/ itself, which `wants_links` reproduces.
+- /etc/systemd/journald.conf (nixos/modules/system/boot/systemd/journald.nix): one [Journal]
+  section of NixOS' own settings (Storage=, RateLimitInterval=, RateLimitBurst=, the console and
+  syslog lines when enabled, Audit=), then `services.journald.extraConfig` as it is.
 
 Host-wide environment (systemd.globalEnvironment: LOCALE_ARCHIVE, TZDIR) is left out: it belongs to
 the host, not to the mapping. Values may carry module-system priority wrappers (mkDefault,
@@ -40,6 +43,17 @@ UNIT_LIST_KEYS = {
 }
 # NixOS' stage-2 default `path` of every service, in its order.
 DEFAULT_PATH = ("coreutils", "findutils", "gnugrep", "gnused", "systemd")
+# The services.journald options NixOS writes into journald.conf, at their defaults (a host that
+# runs neither rsyslogd nor syslog-ng: no forwarding to syslog).
+JOURNALD_DEFAULTS = {
+    "storage": "persistent",
+    "rateLimitInterval": "30s",
+    "rateLimitBurst": 10000,
+    "console": "",
+    "forwardToSyslog": False,
+    "audit": "keep",
+    "extraConfig": "",
+}
 
 
 def plain(value):
@@ -54,7 +68,7 @@ def plain(value):
         if kind == "merge":
             merged = None
             for part in (plain(p) for p in value["contents"]):
-                merged = part if merged is None else _merge(merged, part)
+                merged = part if merged is None else merge(merged, part)
             return merged
         return {k: v for k, v in ((k, plain(v)) for k, v in value.items()) if v is not None}
     if isinstance(value, list):
@@ -62,9 +76,12 @@ def plain(value):
     return value
 
 
-def _merge(a, b):
+def merge(a, b):
+    """Two definitions merged the way the module system merges them: attribute sets key by key,
+    lists concatenated; of two other values the second wins (where the module system would
+    report a conflict unless they are equal)."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return {**a, **{k: _merge(a[k], v) if k in a else v for k, v in b.items()}}
+        return {**a, **{k: merge(a[k], v) if k in a else v for k, v in b.items()}}
     if isinstance(a, list) and isinstance(b, list):
         return a + b
     return b
@@ -164,11 +181,27 @@ def render_timer(name: str, unit: dict, store: Store) -> str:
     return _unit_section(unit, store, name) + "[Timer]\n" + attrs_to_section(unit.get("timerConfig", {})) + "\n" + _install_section(unit)
 
 
+def render_journald(journald: dict) -> str:
+    """services.journald as NixOS writes /etc/systemd/journald.conf. Each optional block is a line
+    of the module's text of its own, so an unset one leaves an empty line."""
+    cfg = {**JOURNALD_DEFAULTS, **journald}
+    console = f"ForwardToConsole=yes\nTTYPath={cfg['console']}\n" if cfg["console"] != "" else ""
+    syslog = "ForwardToSyslog=yes\n" if cfg["forwardToSyslog"] else ""
+    return (
+        f"[Journal]\nStorage={cfg['storage']}\nRateLimitInterval={cfg['rateLimitInterval']}\n"
+        f"RateLimitBurst={cfg['rateLimitBurst']}\n{console}\n{syslog}\nAudit={to_option(cfg['audit'])}\n"
+        f"{cfg['extraConfig']}\n"
+    )
+
+
 def render_system(result: dict, store: Store, packages: dict, bash: str) -> dict[str, str]:
     """{path relative to /etc: text} for the units and /etc files of one mapping result
-    (e.g. `service` of the mapping): systemd/system/<unit> files plus environment.etc."""
+    (e.g. `service` of the mapping): systemd/system/<unit> files, environment.etc, and
+    systemd/journald.conf when the result sets services.journald."""
     result = plain(result)
     files = {}
+    if "journald" in result.get("services", {}):
+        files["systemd/journald.conf"] = render_journald(result["services"]["journald"])
     for name, unit in result.get("systemd", {}).get("services", {}).items():
         files[f"systemd/system/{name}.service"] = render_service(name, unit, store, packages, bash)
     for name, unit in result.get("systemd", {}).get("timers", {}).items():
