@@ -5,28 +5,53 @@
 //! answer, and an embedding program can run the server itself. (The integration tests start the
 //! real binary.)
 //!
+//! # Layers
+//!
+//! Dependencies run one way, downwards; a module imports only modules of the layers below it,
+//! so nothing below `server` knows the server or the command line:
+//!
+//! | layer | modules | job |
+//! |-------|---------|-----|
+//! | 5 command line | [`cli`], [`probe`] | parse arguments, pick a command, map results to exit statuses |
+//! | 4 lifecycle | [`server`] | lock, load, bind, serve, stop on a signal, persist |
+//! | 3 serving | [`connections`], [`routes`] | connections (limits, timeouts, drain); handlers for requests |
+//! | 2 state | [`state`], [`visits`], [`flusher`], [`shutdown`], [`datadir`] | what handlers share, the persisted count, signals, the directory lock |
+//! | 1 instruments | [`metrics`], [`logging`] | the registry and the request series; the logger |
+//! | 0 leaves | [`labels`], [`config`], [`exit`], [`clock`], [`json`] | label sets, settings, exit statuses, time, JSON |
+//!
+//! `connections` serves any hyper service and knows nothing of the routes; `routes` builds the
+//! service from the warp filter and [`state::AppState`].
+//!
+//! # Entry points
+//!
 //! - [`HEALTHZ_BODY`] and [`HEALTHZ_CONTENT_TYPE`]: the exact `/healthz` answer, so a bare warp
 //!   server used as a benchmark baseline (e.g. `examples/bare.rs`) can answer byte-for-byte the same.
-//! - [`server::AppState`], [`routes::app`] and [`server::serve`]: build the state, the warp filter,
-//!   and run it on any `tokio::net::TcpListener` (port 0 included) until a shutdown future fires.
+//! - [`state::AppState`], [`routes::app`] / [`routes::service`] and [`server::serve`]: build the
+//!   state, the warp filter (or the hyper service around it), and run it on any
+//!   `tokio::net::TcpListener` (port 0 included) with [`connections::Limits`] until a shutdown
+//!   future fires.
 //! - [`server::build_runtime`]: the tokio runtime the binary uses (one worker per CPU the process
 //!   may run on; a current-thread runtime when that is one CPU).
 //!
 //! Metrics are process-wide globals (`lazy_static`) in one registry ([`metrics::REGISTRY`]), as the
-//! `prometheus` crate intends; run one [`server::AppState`] per process.
+//! `prometheus` crate intends; run one [`state::AppState`] per process.
 
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connections;
+pub mod datadir;
 pub mod exit;
 pub mod flusher;
 pub mod json;
+pub mod labels;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
+pub mod state;
 pub mod visits;
 
 /// Body of every `GET /healthz` answer.
