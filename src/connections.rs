@@ -3,8 +3,9 @@
 //!
 //! What a hostile or broken client can hold, and for how long:
 //! - a connection must deliver a complete request head within [`HEADER_READ_TIMEOUT`] of opening,
-//!   and of the end of its previous response (hyper's header-read timer runs in both cases, so
-//!   the same deadline closes half-sent requests and idle keep-alive connections);
+//!   or of the first byte of a later request;
+//! - a kept-alive connection may sit idle between requests for [`IDLE_TIMEOUT`], and a response
+//!   the client does not read may stall for as long;
 //! - a request head over [`MAX_REQUEST_HEAD`] bytes is answered 431 and the connection closed;
 //! - at most [`Limits::max_connections`] are open; when a new connection arrives at the cap, the
 //!   oldest open connection is closed to make room. The listener keeps accepting, so a probe or a
@@ -19,17 +20,19 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::io;
+use std::pin::Pin;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use log::{debug, warn};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use warp::http::Request;
@@ -41,6 +44,13 @@ use crate::metrics::{self, ConnectionError};
 /// previous response. Generous for any real client on any network; short enough that a flood of
 /// half-sent requests drains by itself.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a kept-alive connection may wait for its next request, or a response for its reader.
+/// Above Prometheus' default scrape interval (15 s), so a scraper keeps its connection.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Granularity of the connection clock: timeouts fire up to this much late.
+const CLOCK_TICK: Duration = Duration::from_millis(250);
 
 /// Most bytes a request head may take (hyper's smallest read buffer limit is 8 KiB). This
 /// service reads no cookies or bodies; 16 KiB is double what common proxies allow. It also bounds
@@ -56,6 +66,11 @@ pub const MAX_CONNECTIONS: usize = 4096;
 /// while their replacements are already open.
 pub const FD_RESERVE: u64 = 128;
 
+/// How many connections over the cap may be open while evicted ones finish closing (part of
+/// [`FD_RESERVE`]), and how often the accept loop yields for them before refusing a newcomer.
+const EVICTION_SLACK: usize = 64;
+const EVICTION_YIELDS: usize = 16;
+
 /// The smallest useful cap; below it the service refuses to start.
 pub const MIN_CONNECTIONS: usize = 16;
 
@@ -68,6 +83,7 @@ const TRIM_BELOW: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub max_connections: usize,
 }
 
@@ -86,6 +102,7 @@ impl Limits {
         }
         Ok(Limits {
             header_read_timeout: HEADER_READ_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
             max_connections: usize::try_from(cap)
                 .map_or(MAX_CONNECTIONS, |c| c.min(MAX_CONNECTIONS)),
         })
@@ -123,9 +140,23 @@ const RUN: u8 = 0;
 const DRAIN: u8 = 1;
 const CLOSE: u8 = 2;
 
+/// What a connection is doing, and since when: the phase in the top two bits of
+/// [`Control::activity`], the [`Clock`] tick it began in the rest.
+const PHASE_SHIFT: u32 = 62;
+const TICK_MASK: u64 = (1 << PHASE_SHIFT) - 1;
+/// Waiting for (the rest of) a request head: [`Limits::header_read_timeout`].
+const HEAD: u64 = 0;
+/// Handling a request or writing its response: [`Limits::idle_timeout`].
+const BUSY: u64 = 1;
+/// Between requests, kept alive: [`Limits::idle_timeout`].
+const IDLE: u64 = 2;
+
+/// One connection's shared state: written by its own task (I/O and service wrappers), read by
+/// its deadline check, signalled by the accept loop.
 struct Control {
     state: AtomicU8,
     waker: AtomicWaker,
+    activity: AtomicU64,
 }
 
 impl Control {
@@ -133,11 +164,53 @@ impl Control {
         self.state.fetch_max(state, Ordering::AcqRel);
         self.waker.wake();
     }
+
+    #[inline]
+    fn enter(&self, phase: u64, now: u64) {
+        self.activity
+            .store(phase << PHASE_SHIFT | now, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn phase(&self) -> (u64, u64) {
+        let a = self.activity.load(Ordering::Relaxed);
+        (a >> PHASE_SHIFT, a & TICK_MASK)
+    }
+}
+
+/// A clock read on every phase change, so it must cost no more than an atomic load: a tick
+/// counter a background task advances every [`CLOCK_TICK`].
+struct Clock {
+    start: Instant,
+    ticks: AtomicU64,
+}
+
+impl Clock {
+    #[inline]
+    fn now(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    fn advance(&self) {
+        let ticks = self.start.elapsed().as_millis() / CLOCK_TICK.as_millis();
+        self.ticks
+            .store(u64::try_from(ticks).unwrap_or(TICK_MASK), Ordering::Relaxed);
+    }
+
+    fn ticks_in(d: Duration) -> u64 {
+        u64::try_from(d.as_millis().div_ceil(CLOCK_TICK.as_millis())).unwrap_or(TICK_MASK)
+    }
+
+    fn instant_of(&self, tick: u64) -> tokio::time::Instant {
+        let at = self.start + CLOCK_TICK * u32::try_from(tick).unwrap_or(u32::MAX);
+        tokio::time::Instant::from_std(at)
+    }
 }
 
 /// The connections of one server.
 struct Shared {
-    max: usize,
+    limits: Limits,
+    clock: Clock,
     open: AtomicUsize,
     /// Highest `open` since the last heap trim.
     peak: AtomicUsize,
@@ -195,6 +268,17 @@ impl Shared {
             notified.await;
         }
     }
+
+    /// When the connection in `control`'s phase times out, as a clock tick.
+    fn deadline(&self, control: &Control) -> u64 {
+        let (phase, since) = control.phase();
+        let limit = if phase == HEAD {
+            self.limits.header_read_timeout
+        } else {
+            self.limits.idle_timeout
+        };
+        since.saturating_add(Clock::ticks_in(limit))
+    }
 }
 
 /// Held by each connection's task: counts it open until the task ends, however it ends
@@ -225,6 +309,104 @@ fn release_free_memory() {
     }
 }
 
+/// The socket, recording the connection's phase: bytes in while idle start a request head,
+/// bytes out end a request.
+struct TrackedStream {
+    io: TcpStream,
+    control: Arc<Control>,
+    shared: Arc<Shared>,
+}
+
+impl AsyncRead for TrackedStream {
+    #[inline]
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before && this.control.phase().0 == IDLE {
+            this.control.enter(HEAD, this.shared.clock.now());
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for TrackedStream {
+    #[inline]
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(&polled);
+        polled
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl TrackedStream {
+    #[inline]
+    fn wrote(&self, polled: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = polled
+            && *n > 0
+        {
+            // Responses here are small and written whole: any progress means the next thing
+            // expected is a new request.
+            self.control.enter(IDLE, self.shared.clock.now());
+        }
+    }
+}
+
+/// The service, recording that a complete request head arrived.
+struct TrackedService<S> {
+    inner: S,
+    control: Arc<Control>,
+    shared: Arc<Shared>,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for TrackedService<S>
+where
+    S: hyper::service::Service<Request<Incoming>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn call(&self, req: Request<Incoming>) -> S::Future {
+        self.control.enter(BUSY, self.shared.clock.now());
+        self.inner.call(req)
+    }
+}
+
 /// Serves `service` (cloned per connection) on `listener` with `limits` until `shutdown`
 /// resolves; then stops accepting, lets every connection finish its current request, and returns
 /// once all are closed (no deadline: callers race it, see [`crate::shutdown::drain`]).
@@ -242,17 +424,30 @@ pub async fn serve<S>(
 {
     metrics::CONNECTIONS_MAX.set(i64::try_from(limits.max_connections).unwrap_or(i64::MAX));
     let shared = Arc::new(Shared {
-        max: limits.max_connections,
+        limits,
+        clock: Clock {
+            start: Instant::now(),
+            ticks: AtomicU64::new(0),
+        },
         open: AtomicUsize::new(0),
         peak: AtomicUsize::new(0),
         idle: Notify::new(),
         order: Mutex::new(VecDeque::new()),
     });
+    let ticker = {
+        let shared = shared.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            let mut every = tokio::time::interval(CLOCK_TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                shared.clock.advance();
+            }
+        }))
+    };
+    // No hyper timer: the deadlines are checked per connection, see `admit`.
     let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(MAX_REQUEST_HEAD);
+    builder.max_buf_size(MAX_REQUEST_HEAD);
     let builder = Arc::new(builder);
 
     let mut shutdown = pin!(shutdown);
@@ -264,13 +459,34 @@ pub async fn serve<S>(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _)) => admit(&shared, &builder, stream, service.clone()),
+            Ok((stream, _)) => {
+                // Evicted connections close on their next poll, and until then hold their
+                // descriptor: when many are on their way out, let them go first.
+                for _ in 0..EVICTION_YIELDS {
+                    if shared.open.load(Ordering::Acquire)
+                        < shared.limits.max_connections + EVICTION_SLACK
+                    {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                admit(&shared, &builder, stream, service.clone());
+            }
             Err(e) => accept_failed(&e, &mut last_warning).await,
         }
     }
     drop(listener);
     shared.signal_all(DRAIN);
     shared.wait_idle().await;
+    drop(ticker);
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn admit<S>(shared: &Arc<Shared>, builder: &Arc<http1::Builder>, stream: TcpStream, service: S)
@@ -281,10 +497,9 @@ where
     S::Future: Send + 'static,
 {
     let open = shared.open.load(Ordering::Acquire);
-    if open >= shared.max {
-        // Evicted connections close on their next poll; until then they still hold their
-        // descriptor, so refuse outright if too many are still on their way out.
-        if open >= shared.max + (FD_RESERVE / 2) as usize {
+    if open >= shared.limits.max_connections {
+        if open >= shared.limits.max_connections + EVICTION_SLACK {
+            // Only if evicted connections did not close in time (see `serve`).
             debug!(target: "warpwatch::connections", "refusing a connection: {open} still open");
             return;
         }
@@ -297,16 +512,43 @@ where
     let control = Arc::new(Control {
         state: AtomicU8::new(RUN),
         waker: AtomicWaker::new(),
+        activity: AtomicU64::new(HEAD << PHASE_SHIFT | shared.clock.now()),
     });
     shared.register(&control);
+    let io = TrackedStream {
+        io: stream,
+        control: control.clone(),
+        shared: shared.clone(),
+    };
+    let service = TrackedService {
+        inner: service,
+        control: control.clone(),
+        shared: shared.clone(),
+    };
     let builder = builder.clone();
+    let shared = shared.clone();
     tokio::spawn(async move {
         let _guard = guard;
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
         let mut conn = pin!(conn);
+        // One timer per connection, re-armed only when it fires: cheaper than a timer per
+        // request, which is what hyper's own header-read timeout costs.
+        let mut deadline = shared.deadline(&control);
+        let timer = tokio::time::sleep_until(shared.clock.instant_of(deadline));
+        let mut timer = pin!(timer);
         let mut draining = false;
+        let mut first = true;
         let result = poll_fn(|cx| {
-            control.waker.register(cx.waker());
+            // The waker of a spawned tokio task wakes that task for as long as it lives, so
+            // registering it once (and the timer's on each re-arm) is enough; doing it on every
+            // wake-up cost a few atomic operations per request.
+            if first {
+                first = false;
+                control.waker.register(cx.waker());
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(Closed::TimedOut));
+                }
+            }
             match control.state.load(Ordering::Acquire) {
                 CLOSE => return Poll::Ready(Ok(())),
                 DRAIN if !draining => {
@@ -315,15 +557,54 @@ where
                 }
                 _ => {}
             }
-            conn.as_mut().poll(cx)
+            // Invariant between polls: `deadline` <= the current phase's deadline. A phase that
+            // moved it later is noticed when the timer fires; one that moved it earlier (a
+            // request head begun on an idle connection) re-arms the timer at once.
+            while timer.is_elapsed() {
+                let due = shared.deadline(&control);
+                if due <= deadline {
+                    return Poll::Ready(Err(Closed::TimedOut));
+                }
+                deadline = due;
+                timer.as_mut().reset(shared.clock.instant_of(deadline));
+                let _ = timer.as_mut().poll(cx);
+            }
+            let polled = conn.as_mut().poll(cx);
+            if polled.is_pending() {
+                let due = shared.deadline(&control);
+                if due < deadline {
+                    deadline = due;
+                    timer.as_mut().reset(shared.clock.instant_of(deadline));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(Closed::TimedOut));
+                    }
+                }
+            }
+            polled.map_err(Closed::Hyper)
         })
         .await;
-        if let Err(e) = result {
-            let kind = classify(&e);
-            metrics::connection_error(kind).inc();
-            debug!(target: "warpwatch::connections", "client connection error ({}): {e}", kind.label());
+        let kind = match &result {
+            Ok(()) => return,
+            // An idle keep-alive connection closed on time is the normal end of one.
+            Err(Closed::TimedOut) if control.phase().0 == IDLE => return,
+            Err(Closed::TimedOut) => ConnectionError::Timeout,
+            Err(Closed::Hyper(e)) => classify(e),
+        };
+        metrics::connection_error(kind).inc();
+        match result {
+            Err(Closed::Hyper(e)) => debug!(
+                target: "warpwatch::connections",
+                "client connection error ({}): {e}",
+                kind.label()
+            ),
+            _ => debug!(target: "warpwatch::connections", "client connection timed out"),
         }
     });
+}
+
+enum Closed {
+    TimedOut,
+    Hyper(hyper::Error),
 }
 
 fn classify(e: &hyper::Error) -> ConnectionError {

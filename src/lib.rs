@@ -12,12 +12,15 @@
 //!
 //! | layer | modules | job |
 //! |-------|---------|-----|
-//! | 5 command line | [`cli`], [`probe`] | parse arguments, pick a command, map results to exit statuses |
-//! | 4 lifecycle | [`server`] | lock, load, bind, serve, stop on a signal, persist |
-//! | 3 serving | [`connections`], [`routes`] | connections (limits, timeouts, drain); handlers for requests |
-//! | 2 state | [`state`], [`visits`], [`flusher`], [`shutdown`], [`datadir`] | what handlers share, the persisted count, signals, the directory lock |
+//! | 6 command line | [`cli`] | parse arguments, pick a command, map its result to an exit status |
+//! | 5 commands | [`server`], [`probe`] | the service's lifecycle (lock, load, bind, serve, stop, persist); the health probe |
+//! | 4 serving | [`connections`], [`routes`] | client connections (limits, timeouts, drain); the handlers |
+//! | 3 shared state | [`state`], [`flusher`] | what the handlers share; the background writer |
+//! | 2 storage and signals | [`visits`], [`datadir`], [`shutdown`] | the persisted count, the directory lock, stop signals and the drain |
 //! | 1 instruments | [`metrics`], [`logging`] | the registry and the request series; the logger |
 //! | 0 leaves | [`labels`], [`config`], [`exit`], [`clock`], [`json`] | label sets, settings, exit statuses, time, JSON |
+//!
+//! `tests/layers.rs` checks this table against every `crate::` reference in `src/`.
 //!
 //! `connections` serves any hyper service and knows nothing of the routes; `routes` builds the
 //! service from the warp filter and [`state::AppState`].

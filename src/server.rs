@@ -127,7 +127,7 @@ pub fn run(config: Config) -> ExitCode {
 
     info!(
         "warpwatch {} listening on http://{local} (data dir: {}, visits: {}, workers: {}, log: {}, drain timeout: {}s, \
-         max connections: {}, header timeout: {}s)",
+         max connections: {}, header timeout: {}s, idle timeout: {}s)",
         crate::VERSION,
         config
             .data_dir
@@ -138,7 +138,8 @@ pub fn run(config: Config) -> ExitCode {
         config.log,
         DRAIN_TIMEOUT.as_secs(),
         limits.max_connections,
-        limits.header_read_timeout.as_secs()
+        limits.header_read_timeout.as_secs(),
+        limits.idle_timeout.as_secs()
     );
 
     runtime.block_on(async {
