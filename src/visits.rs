@@ -113,10 +113,13 @@ impl VisitStore {
     pub fn open(dir: &Path) -> Result<VisitStore, LoadError> {
         let path = dir.join(FILE_NAME);
         let count = match read_bounded(&path) {
-            Ok((bytes, len)) => parse(&bytes).ok_or_else(|| LoadError::Corrupt {
-                path: path.clone(),
-                found: describe(&bytes, len),
-            })?,
+            Ok((bytes, len)) => (len <= MAX_FILE_BYTES)
+                .then(|| parse(&bytes))
+                .flatten()
+                .ok_or_else(|| LoadError::Corrupt {
+                    path: path.clone(),
+                    found: describe(&bytes, len),
+                })?,
             Err(Refusal::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
                 info!("no visits file at {} yet: starting from 0", path.display());
                 0

@@ -428,3 +428,21 @@ fn count_saturates_at_the_maximum_instead_of_wrapping() {
     let logs = svc.logs();
     assert_eq!(logs.matches("reached its maximum").count(), 1, "{logs}");
 }
+
+/// A file longer than any count is refused even when its start parses (a count padded with
+/// spaces past the size limit).
+#[test]
+fn visits_file_over_the_size_limit_is_refused_even_if_its_start_parses() {
+    let dir = TempDir::new("padded");
+    let padded = format!(
+        "42{}\n",
+        " ".repeat(warpwatch::visits::MAX_FILE_BYTES as usize)
+    );
+    std::fs::write(dir.file("visits"), &padded).unwrap();
+    let (code, stderr) = start_refused(&dir);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} bytes", padded.len())),
+        "{stderr}"
+    );
+}
