@@ -542,15 +542,23 @@ where
             // The waker of a spawned tokio task wakes that task for as long as it lives, so
             // registering it once (and the timer's on each re-arm) is enough; doing it on every
             // wake-up cost a few atomic operations per request.
+            let state = control.state.load(Ordering::Acquire);
+            if first || state != RUN {
+                // (Again after a signal: waking consumed the registration.)
+                control.waker.register(cx.waker());
+            }
             if first {
                 first = false;
-                control.waker.register(cx.waker());
                 if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(Closed::TimedOut));
                 }
             }
-            match control.state.load(Ordering::Acquire) {
+            match state {
                 CLOSE => return Poll::Ready(Ok(())),
+                // Stopping: a connection still waiting for a request head has nothing in flight
+                // (hyper would wait for the rest of a half-sent one); the others finish the
+                // request they are on.
+                DRAIN if control.phase().0 == HEAD => return Poll::Ready(Ok(())),
                 DRAIN if !draining => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();

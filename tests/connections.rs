@@ -241,3 +241,35 @@ fn memory_returns_near_idle_after_a_flood() {
         "RSS stayed at {after} KiB after the flood (idle {idle}, during {during})"
     );
 }
+
+/// A stop signal with half-sent requests open: they hold nothing acknowledged, so they do not
+/// hold up the drain either (it would otherwise run into its 5 s deadline).
+#[test]
+fn half_sent_requests_do_not_delay_a_stop() {
+    let mut svc = Service::start(None);
+    let held: Vec<TcpStream> = (0..20)
+        .map(|_| half_sent(svc.addr, b"GET /healthz HTTP/1.1\r\nHost:"))
+        .collect();
+    let mut conn = Conn::open(svc.addr).unwrap();
+    assert_eq!(conn.get("/healthz").unwrap().status, 200);
+    // Let the server read every one of them.
+    assert!(eventually(Duration::from_secs(5), || value(
+        &scrape(svc.addr),
+        "warpwatch_connections_open",
+        &[]
+    ) >= 22.0));
+    let t = Instant::now();
+    assert_eq!(svc.stop().code(), Some(0), "{}", svc.logs());
+    assert!(
+        t.elapsed() < warpwatch::shutdown::DRAIN_TIMEOUT / 2,
+        "stopping took {:?}; logs:\n{}",
+        t.elapsed(),
+        svc.logs()
+    );
+    assert!(
+        svc.logs().contains("all connections drained"),
+        "{}",
+        svc.logs()
+    );
+    drop(held);
+}
