@@ -169,7 +169,7 @@ pub fn init() {
 pub enum ConnectionError {
     /// Not HTTP/1.x, or a request head over a limit (hyper answered 400 or 431 when it could).
     Malformed,
-    /// No complete request head within the header-read timeout (half-sent or idle).
+    /// No complete request head within the header-read timeout (a half-sent request).
     Timeout,
     /// Closed or reset by the client in the middle of a request or response.
     Aborted,
