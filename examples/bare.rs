@@ -1,7 +1,8 @@
 //! The benchmark baseline (bench/run.sh): plain warp answering `GET /healthz` byte-for-byte like
 //! warpwatch — same body, same `Content-Type`, same tokio runtime — with nothing else: no metrics,
-//! no logger, no state, no graceful shutdown. The gap between the two is the cost of warpwatch's
-//! instrumentation and routing.
+//! no logger, no state, no graceful shutdown, and served by `warp::serve` as users write it (no
+//! header-read or idle timeout, no connection cap). The gap between the two is the cost of
+//! warpwatch's instrumentation, routing and connection limits.
 //!
 //! Usage: `cargo run --release --example bare -- [ADDR]` (default `127.0.0.1:8081`; port 0 picks
 //! a free port). Prints `listening on http://ADDR` once it accepts connections; stop it with a

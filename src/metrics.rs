@@ -18,9 +18,9 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use warp::http::{Method as HttpMethod, StatusCode};
+use warp::http::StatusCode;
 
-use crate::routes::Route;
+use crate::labels::{Method, Route};
 
 /// `Content-Type` of the exposition (text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -90,6 +90,25 @@ lazy_static! {
         "warpwatch_ready",
         "1 while /readyz answers 200, else 0.",
     ));
+    pub static ref CONNECTIONS_OPEN: IntGauge = register(IntGauge::new(
+        "warpwatch_connections_open",
+        "Client connections open right now.",
+    ));
+    pub static ref CONNECTIONS_MAX: IntGauge = register(IntGauge::new(
+        "warpwatch_connections_max",
+        "The cap on open client connections (derived from the open-file limit).",
+    ));
+    pub static ref CONNECTIONS_EVICTED_TOTAL: IntCounter = register(IntCounter::new(
+        "warpwatch_connections_evicted_total",
+        "Connections closed to make room for a new one while at the cap (oldest first).",
+    ));
+    static ref CONNECTION_ERRORS_TOTAL: IntCounterVec = register(IntCounterVec::new(
+        Opts::new(
+            "warpwatch_connection_errors_total",
+            "Client connections that ended in an error, by kind (see ConnectionError).",
+        ),
+        &["kind"],
+    ));
     static ref BUILD_INFO: IntGaugeVec = register(IntGaugeVec::new(
         Opts::new("warpwatch_build_info", "Build information; the value is always 1."),
         &["version", "profile"],
@@ -135,58 +154,52 @@ pub fn init() {
         lazy_static::initialize(&VISITS_TOTAL);
         lazy_static::initialize(&VISITS_FLUSH_FAILURES_TOTAL);
         lazy_static::initialize(&READY);
+        lazy_static::initialize(&CONNECTIONS_OPEN);
+        lazy_static::initialize(&CONNECTIONS_MAX);
+        lazy_static::initialize(&CONNECTIONS_EVICTED_TOTAL);
+        for kind in ConnectionError::ALL {
+            connection_error(kind).inc_by(0);
+        }
     });
 }
 
-/// The `method` label: the nine standard methods, everything else (extension methods are
-/// unbounded) as `OTHER`.
+/// Why a client connection ended badly: the `kind` label of `warpwatch_connection_errors_total`.
+/// These are the clients' doing, so they are counted, not logged above debug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Head,
-    Post,
-    Put,
-    Delete,
-    Patch,
-    Options,
-    Connect,
-    Trace,
+pub enum ConnectionError {
+    /// Not HTTP/1.x, or a request head over a limit (hyper answered 400 or 431 when it could).
+    Malformed,
+    /// No complete request head within the header-read timeout (a half-sent request).
+    Timeout,
+    /// Closed or reset by the client in the middle of a request or response.
+    Aborted,
+    /// Anything else hyper or the socket reported.
     Other,
 }
 
-impl Method {
-    const COUNT: usize = 10;
-
-    #[inline]
-    pub fn of(m: &HttpMethod) -> Method {
-        match *m {
-            HttpMethod::GET => Method::Get,
-            HttpMethod::HEAD => Method::Head,
-            HttpMethod::POST => Method::Post,
-            HttpMethod::PUT => Method::Put,
-            HttpMethod::DELETE => Method::Delete,
-            HttpMethod::PATCH => Method::Patch,
-            HttpMethod::OPTIONS => Method::Options,
-            HttpMethod::CONNECT => Method::Connect,
-            HttpMethod::TRACE => Method::Trace,
-            _ => Method::Other,
-        }
-    }
+impl ConnectionError {
+    pub const ALL: [ConnectionError; 4] = [
+        ConnectionError::Malformed,
+        ConnectionError::Timeout,
+        ConnectionError::Aborted,
+        ConnectionError::Other,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Delete => "DELETE",
-            Method::Patch => "PATCH",
-            Method::Options => "OPTIONS",
-            Method::Connect => "CONNECT",
-            Method::Trace => "TRACE",
-            Method::Other => "OTHER",
+            ConnectionError::Malformed => "malformed",
+            ConnectionError::Timeout => "timeout",
+            ConnectionError::Aborted => "aborted",
+            ConnectionError::Other => "other",
         }
     }
+}
+
+/// The counter of `kind`, resolved once per kind.
+pub fn connection_error(kind: ConnectionError) -> &'static IntCounter {
+    static SLOTS: [OnceLock<IntCounter>; ConnectionError::ALL.len()] =
+        [const { OnceLock::new() }; ConnectionError::ALL.len()];
+    SLOTS[kind as usize].get_or_init(|| CONNECTION_ERRORS_TOTAL.with_label_values(&[kind.label()]))
 }
 
 /// Status codes this service answers with; each gets a cached counter slot.
@@ -484,12 +497,5 @@ mod tests {
             out,
             "x{a=\"b\"} 0\nx{a=\"b\"} 7\nx{a=\"b\"} 10\nx{a=\"b\"} 1234567890\nx{a=\"b\"} 18446744073709551615\n"
         );
-    }
-
-    #[test]
-    fn extension_methods_share_one_label() {
-        let ext = HttpMethod::from_bytes(b"PROPFIND").unwrap();
-        assert_eq!(Method::of(&ext), Method::Other);
-        assert_eq!(Method::of(&HttpMethod::HEAD).label(), "HEAD");
     }
 }

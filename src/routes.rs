@@ -1,24 +1,35 @@
 //! HTTP routing and handlers.
 //!
-//! The route table is a `match` on the exact request path: it yields the metric `path` label and
-//! the handler in one step, and anything unknown collapses into [`Route::Other`], so no request
-//! can create a new series. Every request, 404s and 405s included, flows through [`handle`],
-//! which records metrics and the access log.
+//! The route table ([`Route::from_path`]) is a `match` on the exact request path: it yields the
+//! metric `path` label and the handler in one step, and anything unknown collapses into
+//! [`Route::Other`], so no request can create a new series. Every request, 404s and 405s
+//! included, flows through [`handle`], which records metrics and the access log.
+//!
+//! [`app`] is the warp filter; [`service`] turns it into the hyper service the connection layer
+//! serves, and answers itself the one request form warp cannot route (see there).
 
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::future::{Ready, ready};
 use std::sync::Arc;
+use std::task::Context;
 use std::time::Duration;
+
+use futures_util::future::Either;
+use hyper::body::Incoming;
 
 use log::{debug, error, warn};
 use warp::Filter;
 use warp::filters::path::FullPath;
 use warp::http::header::{self, HeaderValue};
-use warp::http::{Method as HttpMethod, StatusCode};
+use warp::http::{Method as HttpMethod, Request, StatusCode};
 use warp::reply::Response;
 
 use crate::clock::LocalTime;
+use crate::labels::{Method, Route};
 use crate::logging::{ACCESS_TARGET, access_log_enabled};
-use crate::metrics::{self, InFlight, Method};
-use crate::server::AppState;
+use crate::metrics::{self, InFlight};
+use crate::state::AppState;
 use crate::{HEALTHZ_BODY, HEALTHZ_CONTENT_TYPE, json};
 
 /// Requests slower than this are logged at warn.
@@ -26,53 +37,6 @@ pub const SLOW_REQUEST: Duration = Duration::from_millis(500);
 
 /// Methods every route accepts (HEAD answers like GET without a body and counts no visit).
 pub const ALLOWED_METHODS: &str = "GET, HEAD";
-
-/// A matched route; its label is the metric `path` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Index,
-    Visits,
-    Healthz,
-    Readyz,
-    Metrics,
-    /// Every other path: one fixed label however many distinct paths are requested.
-    Other,
-}
-
-impl Route {
-    pub const COUNT: usize = 6;
-    pub const ALL: [Route; Route::COUNT] = [
-        Route::Index,
-        Route::Visits,
-        Route::Healthz,
-        Route::Readyz,
-        Route::Metrics,
-        Route::Other,
-    ];
-
-    #[inline]
-    pub fn from_path(path: &str) -> Route {
-        match path {
-            "/healthz" => Route::Healthz,
-            "/" => Route::Index,
-            "/visits" => Route::Visits,
-            "/readyz" => Route::Readyz,
-            "/metrics" => Route::Metrics,
-            _ => Route::Other,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Route::Index => "/",
-            Route::Visits => "/visits",
-            Route::Healthz => "/healthz",
-            Route::Readyz => "/readyz",
-            Route::Metrics => "/metrics",
-            Route::Other => "other",
-        }
-    }
-}
 
 /// The whole service as one warp filter. It never rejects: unknown paths and methods become
 /// JSON 404/405 answers inside [`handle`], so they are counted like any other request.
@@ -102,6 +66,70 @@ pub fn app(
                 handle(&state, guard, &method, path.as_str(), accept.as_ref())
             },
         )
+}
+
+/// The hyper service for one connection: [`app`] for every request whose target has a path
+/// (origin-form `/x`, absolute-form `http://host/x`, asterisk-form `*`), and [`handle`] directly
+/// for authority-form targets (`CONNECT host:port`): warp's path filters panic on a URI without
+/// a path, and these requests must be answered and counted like any other.
+pub fn service(
+    state: Arc<AppState>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    AppService {
+        filter: RefCell::new(warp::service(app(state.clone()))),
+        state,
+    }
+}
+
+struct AppService<S> {
+    /// `tower::Service::call` takes `&mut self`, hyper's `&self`; a connection serves its
+    /// requests one at a time, so the borrow never conflicts (and costs no clone per request).
+    filter: RefCell<S>,
+    state: Arc<AppState>,
+}
+
+impl<S: Clone> Clone for AppService<S> {
+    fn clone(&self) -> Self {
+        AppService {
+            filter: RefCell::new(self.filter.borrow().clone()),
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for AppService<S>
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    #[inline]
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        if req.uri().path_and_query().is_some() {
+            let mut filter = self.filter.borrow_mut();
+            // warp's service is always ready; polling keeps the tower contract all the same.
+            let _ = filter.poll_ready(&mut Context::from_waker(std::task::Waker::noop()));
+            return Either::Right(filter.call(req));
+        }
+        let target = req.uri().authority().map_or("", |a| a.as_str());
+        let guard = InFlight::enter();
+        Either::Left(ready(Ok(handle(
+            &self.state,
+            guard,
+            req.method(),
+            target,
+            None,
+        ))))
+    }
 }
 
 /// Answers one request and records it.
@@ -318,17 +346,5 @@ mod tests {
         assert!(!json_for("application/json;q=0, */*"));
         assert!(!json_for("text/html, application/json"));
         assert!(!prefers_json(None));
-    }
-
-    #[test]
-    fn unknown_paths_share_one_label() {
-        for p in ["/nope", "/healthz/", "//", "/metrics/x", "/%68ealthz"] {
-            assert_eq!(Route::from_path(p), Route::Other, "{p}");
-        }
-        for r in Route::ALL {
-            if r != Route::Other {
-                assert_eq!(Route::from_path(r.label()), r);
-            }
-        }
     }
 }

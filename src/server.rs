@@ -1,51 +1,24 @@
-//! The service's lifecycle: load the store, bind, serve, stop on a signal, persist, exit.
+//! The service's lifecycle: lock the data directory, load the store, bind, serve, stop on a
+//! signal, persist, exit. The top of the library: nothing below imports it.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::{error, info, warn};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
 use crate::config::Config;
+use crate::connections::{self, Limits};
 use crate::exit::{EXIT_DATA, EXIT_FAILURE};
 use crate::flusher::{FLUSH_INTERVAL, Flusher};
 use crate::shutdown::{DRAIN_TIMEOUT, Drain, Signals};
+pub use crate::state::AppState;
 use crate::visits::VisitStore;
-use crate::{logging, metrics, routes};
-
-/// What the handlers share.
-#[derive(Debug)]
-pub struct AppState {
-    pub visits: Arc<VisitStore>,
-    stopping: AtomicBool,
-}
-
-impl AppState {
-    pub fn new(visits: Arc<VisitStore>) -> Arc<AppState> {
-        metrics::init();
-        Arc::new(AppState {
-            visits,
-            stopping: AtomicBool::new(false),
-        })
-    }
-
-    /// `/readyz`: not ready while the visits file cannot be written, or once stopping.
-    pub fn readiness(&self) -> Result<(), String> {
-        if self.stopping.load(Ordering::Relaxed) {
-            return Err("shutting down".to_owned());
-        }
-        self.visits.health()
-    }
-
-    pub fn begin_shutdown(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
-    }
-}
+use crate::{datadir, logging, metrics, routes};
 
 /// Worker threads: the CPUs this process may use (affinity mask and cgroup quota included).
 fn worker_count() -> usize {
@@ -67,24 +40,40 @@ pub fn build_runtime() -> io::Result<Runtime> {
     builder.enable_all().max_blocking_threads(2).build()
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then until every connection is done
-/// (no deadline: callers race it, see [`crate::shutdown::drain`]). Must run inside a runtime.
+/// Serves `state` on `listener` with `limits` until `shutdown` resolves, then until every
+/// connection is done (no deadline: callers race it, see [`crate::shutdown::drain`]). Must run
+/// inside a runtime.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
 ) {
-    warp::serve(routes::app(state))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    metrics::init();
+    connections::serve(listener, routes::service(state), limits, shutdown).await;
 }
 
 /// Runs the service with `config` until a stop signal; returns the process exit status.
 pub fn run(config: Config) -> ExitCode {
     logging::init(&config.log);
+    metrics::init();
 
+    let limits = match connections::open_file_limit()
+        .map_err(|e| format!("cannot read the open-file limit: {e}"))
+        .and_then(Limits::for_open_files)
+    {
+        Ok(limits) => limits,
+        Err(e) => return fatal(EXIT_FAILURE, &e),
+    };
+    // Held until the process exits: taken before the count is read, so two processes never
+    // both load it.
+    let _lock = match &config.data_dir {
+        Some(dir) => match datadir::lock(dir) {
+            Ok(lock) => Some(lock),
+            Err(e) => return fatal(EXIT_FAILURE, &e.to_string()),
+        },
+        None => None,
+    };
     let store = match &config.data_dir {
         Some(dir) => match VisitStore::open(dir) {
             Ok(store) => store,
@@ -137,7 +126,8 @@ pub fn run(config: Config) -> ExitCode {
     };
 
     info!(
-        "warpwatch {} listening on http://{local} (data dir: {}, visits: {}, workers: {}, log: {}, drain timeout: {}s)",
+        "warpwatch {} listening on http://{local} (data dir: {}, visits: {}, workers: {}, log: {}, drain timeout: {}s, \
+         max connections: {}, header timeout: {}s, idle timeout: {}s)",
         crate::VERSION,
         config
             .data_dir
@@ -146,12 +136,15 @@ pub fn run(config: Config) -> ExitCode {
         store.count(),
         worker_count(),
         config.log,
-        DRAIN_TIMEOUT.as_secs()
+        DRAIN_TIMEOUT.as_secs(),
+        limits.max_connections,
+        limits.header_read_timeout.as_secs(),
+        limits.idle_timeout.as_secs()
     );
 
     runtime.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = serve(listener, state.clone(), async {
+        let server = serve(listener, state.clone(), limits, async {
             let _ = stop_rx.await;
         });
         let mut server = std::pin::pin!(server);

@@ -3,13 +3,17 @@
 //! File format: the count in decimal followed by a newline. Writes are atomic (write a temp file,
 //! fsync it, rename it over `visits`, fsync the directory), so after a crash or SIGKILL the file
 //! holds either the previous or the new count, never a torn one. A file that does not parse is
-//! never reset to 0: [`VisitStore::open`] refuses it and the service does not start.
+//! never reset to 0: [`VisitStore::open`] refuses it and the service does not start. Nor is
+//! anything but a regular file of at most [`MAX_FILE_BYTES`] read: a FIFO, a device or a huge file
+//! in its place is refused without blocking and without reading it whole. At `u64::MAX` the count
+//! saturates (logged once) instead of wrapping to 0.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use log::{error, info, warn};
@@ -20,11 +24,25 @@ use crate::metrics;
 pub const FILE_NAME: &str = "visits";
 const TEMP_NAME: &str = ".visits.tmp";
 
+/// Largest visits file that is read: 20 digits (`u64::MAX`) with room for surrounding whitespace.
+pub const MAX_FILE_BYTES: u64 = 64;
+
 /// Why the stored count cannot be loaded. The service must not start on these.
 #[derive(Debug)]
 pub enum LoadError {
-    Unreadable { path: PathBuf, error: io::Error },
-    Corrupt { path: PathBuf, found: String },
+    Unreadable {
+        path: PathBuf,
+        error: io::Error,
+    },
+    Corrupt {
+        path: PathBuf,
+        found: String,
+    },
+    /// Something other than a regular file (a FIFO, a directory, a device) has the file's name.
+    NotAFile {
+        path: PathBuf,
+        kind: &'static str,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -42,6 +60,15 @@ impl fmt::Display for LoadError {
                 "the visits file {} is corrupt: expected a decimal count such as 42, found {found}. \
                  Refusing to start rather than reset the count to 0. Restore the file from a backup, \
                  or write the right count into it (echo 1234 > {}), or delete it to start again from 0 \
+                 on purpose.",
+                path.display(),
+                path.display()
+            ),
+            LoadError::NotAFile { path, kind } => write!(
+                f,
+                "cannot read the visits file {}: it is {kind}, not a regular file. Refusing to \
+                 start rather than block on it or reset the count to 0. Move it away and put the \
+                 count in a plain file there (echo 1234 > {}), or delete it to start again from 0 \
                  on purpose.",
                 path.display(),
                 path.display()
@@ -66,6 +93,8 @@ pub struct VisitStore {
     /// I/O: `/readyz` and `/metrics` read it on the async runtime, and must not wait for an
     /// fsync on a slow or stuck disk (that would stall every request on the runtime thread).
     error: Mutex<Option<String>>,
+    /// Set once the count reached `u64::MAX`, so the refusal is logged once.
+    saturated: AtomicBool,
 }
 
 impl VisitStore {
@@ -76,22 +105,27 @@ impl VisitStore {
             dir: None,
             written: Mutex::new(None),
             error: Mutex::new(None),
+            saturated: AtomicBool::new(false),
         }
     }
 
     /// Loads the count from `dir/visits`; a missing file (first run) starts at 0.
     pub fn open(dir: &Path) -> Result<VisitStore, LoadError> {
         let path = dir.join(FILE_NAME);
-        let count = match fs::read(&path) {
-            Ok(bytes) => parse(&bytes).ok_or_else(|| LoadError::Corrupt {
-                path: path.clone(),
-                found: describe(&bytes),
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        let count = match read_bounded(&path) {
+            Ok((bytes, len)) => (len <= MAX_FILE_BYTES)
+                .then(|| parse(&bytes))
+                .flatten()
+                .ok_or_else(|| LoadError::Corrupt {
+                    path: path.clone(),
+                    found: describe(&bytes, len),
+                })?,
+            Err(Refusal::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
                 info!("no visits file at {} yet: starting from 0", path.display());
                 0
             }
-            Err(error) => return Err(LoadError::Unreadable { path, error }),
+            Err(Refusal::Io(error)) => return Err(LoadError::Unreadable { path, error }),
+            Err(Refusal::NotAFile(kind)) => return Err(LoadError::NotAFile { path, kind }),
         };
         metrics::VISITS_TOTAL.inc_by(count);
         Ok(VisitStore {
@@ -99,13 +133,32 @@ impl VisitStore {
             dir: Some(dir.to_owned()),
             written: Mutex::new(None),
             error: Mutex::new(None),
+            saturated: AtomicBool::new(false),
         })
     }
 
-    /// Counts one visit; returns the new count.
+    /// Counts one visit; returns the new count. At `u64::MAX` the count stays there: wrapping
+    /// would persist 0 over the real count.
     pub fn visit(&self) -> u64 {
-        metrics::VISITS_TOTAL.inc();
-        self.count.fetch_add(1, Ordering::Relaxed) + 1
+        match self
+            .count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+        {
+            Ok(previous) => {
+                metrics::VISITS_TOTAL.inc();
+                previous + 1
+            }
+            Err(full) => {
+                if !self.saturated.swap(true, Ordering::Relaxed) {
+                    error!(
+                        "the visit count reached its maximum ({full}): further visits are not \
+                         counted. Reset it on purpose: stop the service, write the count you want \
+                         into the visits file, start it again."
+                    );
+                }
+                full
+            }
+        }
     }
 
     pub fn count(&self) -> u64 {
@@ -174,13 +227,53 @@ fn parse(bytes: &[u8]) -> Option<u64> {
     text.parse().ok()
 }
 
-fn describe(bytes: &[u8]) -> String {
-    if bytes.is_empty() {
+enum Refusal {
+    Io(io::Error),
+    NotAFile(&'static str),
+}
+
+/// At most [`MAX_FILE_BYTES`] + 1 bytes of `path` (enough to tell a too-long file), and the file's
+/// length. Opened non-blocking, so a FIFO in its place cannot hang startup before the check.
+fn read_bounded(path: &Path) -> Result<(Vec<u8>, u64), Refusal> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(Refusal::Io)?;
+    let meta = file.metadata().map_err(Refusal::Io)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        return Err(Refusal::NotAFile(if kind.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        }));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Refusal::Io)?;
+    let len = meta.len().max(bytes.len() as u64);
+    Ok((bytes, len))
+}
+
+/// Quotes the start of a bad file of `len` bytes (`bytes` is its beginning).
+fn describe(bytes: &[u8], len: u64) -> String {
+    if len == 0 {
         return "an empty file".to_owned();
     }
     let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(SHOWN_BYTES)]);
-    let more = if bytes.len() > SHOWN_BYTES { "..." } else { "" };
-    format!("{shown:?}{more} ({} bytes)", bytes.len())
+    let more = if len > SHOWN_BYTES as u64 { "..." } else { "" };
+    let limit = if len > MAX_FILE_BYTES {
+        format!("; a count takes at most {MAX_FILE_BYTES} bytes")
+    } else {
+        String::new()
+    };
+    format!("{shown:?}{more} ({len} bytes{limit})")
 }
 
 fn write_atomically(dir: &Path, count: u64) -> io::Result<()> {
@@ -222,7 +315,8 @@ mod tests {
 
     #[test]
     fn describes_bad_content() {
-        assert_eq!(describe(b""), "an empty file");
-        assert!(describe(b"garbage").starts_with("\"garbage\""));
+        assert_eq!(describe(b"", 0), "an empty file");
+        assert!(describe(b"garbage", 7).starts_with("\"garbage\""));
+        assert!(describe(b"1111", 1 << 30).contains("1073741824 bytes; a count takes at most"));
     }
 }

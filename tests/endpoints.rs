@@ -7,6 +7,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
+use common::exposition::Exposition;
 use common::http::{self, Conn};
 use common::{Service, TempDir, json_field, json_u64};
 
@@ -183,10 +184,103 @@ fn hostile_input_never_takes_the_process_down() {
     let mut conn = Conn::open(svc.addr).unwrap();
     assert_eq!(conn.get("/healthz").unwrap().status, 200);
     drop(conn);
+    // Every malformed or aborted connection is counted, by kind.
+    let m = Exposition::parse(&http::get(svc.addr, "/metrics").body);
+    let errors = |kind| {
+        m.value("warpwatch_connection_errors_total", &[("kind", kind)])
+            .unwrap_or_else(|| panic!("no warpwatch_connection_errors_total{{kind={kind:?}}}"))
+    };
+    assert!(
+        errors("malformed") >= 5.0,
+        "malformed: {}",
+        errors("malformed")
+    );
+    assert!(errors("aborted") >= 1.0, "aborted: {}", errors("aborted"));
     // Still healthy enough to stop cleanly, and nothing panicked on the way.
     assert_eq!(svc.stop().code(), Some(0), "{}", svc.logs());
     let logs = svc.logs();
     assert!(!logs.contains("panicked"), "{logs}");
+    // Client mistakes are not operator errors: no ERROR or WARN line came from them.
+    let loud: Vec<&str> = logs
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            (l.starts_with("ERROR") || l.starts_with("WARN")) && !l.contains("no data directory")
+        })
+        .collect();
+    assert!(
+        loud.is_empty(),
+        "clients wrote operator-level lines: {loud:?}"
+    );
+}
+
+/// Sends `head` as-is on a fresh connection; returns the status code of the answer.
+fn raw_status(addr: std::net::SocketAddr, head: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer to {head:?}: {text:?}"))
+}
+
+/// RFC 9112 §3.2: origin-form, absolute-form, authority-form (CONNECT) and asterisk-form
+/// (OPTIONS *) request targets all get an answer, and each is counted with bounded labels.
+#[test]
+fn every_request_target_form_is_answered_and_counted() {
+    let mut svc = Service::start(None);
+    let forms = [
+        (
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            200,
+            "GET",
+            "/healthz",
+        ),
+        (
+            "GET http://x/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            200,
+            "GET",
+            "/healthz",
+        ),
+        (
+            "CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80\r\nConnection: close\r\n\r\n",
+            404,
+            "CONNECT",
+            "other",
+        ),
+        (
+            "CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\nConnection: close\r\n\r\n",
+            404,
+            "CONNECT",
+            "other",
+        ),
+        (
+            "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            404,
+            "OPTIONS",
+            "other",
+        ),
+    ];
+    for (head, status, _, _) in &forms {
+        assert_eq!(raw_status(svc.addr, head), *status, "{head:?}");
+    }
+    let m = Exposition::parse(&http::get(svc.addr, "/metrics").body);
+    let count = |method: &str, path: &str, status: &str| {
+        m.value(
+            "http_requests_total",
+            &[("method", method), ("path", path), ("status", status)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(count("GET", "/healthz", "200"), 2.0);
+    assert_eq!(count("CONNECT", "other", "404"), 2.0);
+    assert_eq!(count("OPTIONS", "other", "404"), 1.0);
+    assert_eq!(svc.stop().code(), Some(0), "{}", svc.logs());
+    assert!(!svc.logs().contains("panicked"), "{}", svc.logs());
 }
 
 #[test]

@@ -265,3 +265,184 @@ fn write_failures_make_readyz_fail_and_keep_counting() {
     assert_eq!(stored(&dir), 4);
     assert!(svc.logged("writable again"), "{}", svc.logs());
 }
+
+/// SIGHUP, SIGUSR1 and SIGUSR2 under load: each is logged and ignored (their default action would
+/// kill the process without the final write); the service keeps answering, and the SIGTERM after
+/// them still persists every acknowledged visit.
+#[test]
+fn hup_and_user_signals_under_load_lose_no_visit() {
+    let dir = TempDir::new("hup");
+    let mut svc = Service::start(Some(dir.path()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, stop) = (svc.addr, stop.clone());
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let Ok(mut conn) = Conn::open(addr) else {
+                    return acked;
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    match visit_json(&mut conn) {
+                        Ok(n) => acked.push(n),
+                        Err(_) => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    for (sig, name) in [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGUSR2, "SIGUSR2"),
+    ] {
+        std::thread::sleep(Duration::from_millis(200));
+        svc.signal(sig);
+        assert!(
+            svc.logged(&format!("{name} received: ignored")),
+            "{}",
+            svc.logs()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        http::get(svc.addr, "/healthz").status,
+        200,
+        "{}",
+        svc.logs()
+    );
+    svc.signal(libc::SIGTERM);
+    let status = svc.wait(Duration::from_secs(15));
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<u64> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert_eq!(status.code(), Some(0), "{}", svc.logs());
+    assert!(acked.len() > 50, "too little load: {}", acked.len());
+    let highest = *acked.iter().max().unwrap();
+    assert!(
+        stored(&dir) >= highest,
+        "persisted {} < acknowledged {highest}",
+        stored(&dir)
+    );
+}
+
+/// A second process on the same data directory refuses to start (exit 1, naming the directory
+/// and the holder's pid) and leaves the file alone; once the first stops, it starts.
+#[test]
+fn second_process_on_one_data_dir_refuses_to_start() {
+    let dir = TempDir::new("lock");
+    let mut first = Service::start(Some(dir.path()));
+    let mut conn = Conn::open(first.addr).unwrap();
+    for _ in 0..3 {
+        visit_json(&mut conn).unwrap();
+    }
+    let (code, stderr) = start_refused(&dir);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&dir.path().display().to_string())
+            && stderr.contains(&format!("pid {}", first.pid())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+    // The holder is undisturbed and persists its count.
+    assert_eq!(visit_json(&mut conn).unwrap(), 4);
+    drop(conn);
+    assert_eq!(first.stop().code(), Some(0), "{}", first.logs());
+    assert_eq!(stored(&dir), 4);
+    // The kernel released the lock with the process: the next one starts.
+    let next = Service::start(Some(dir.path()));
+    assert_eq!(json_u64(&http::get(next.addr, "/visits").body, "visits"), 4);
+}
+
+/// `start_refused`, with the service's address space limited to `bytes`.
+fn start_refused_within(dir: &TempDir, bytes: u64) -> (Option<i32>, String) {
+    let mut cmd = common::command();
+    cmd.args([
+        "--addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    common::limit_address_space(&mut cmd, bytes);
+    let out = common::run_command(cmd, Duration::from_secs(10));
+    (out.status.code(), stderr_of(&out))
+}
+
+/// A FIFO, or a file far larger than any count, where the visits file should be: refused at
+/// once (exit 3, naming the file), without blocking on the FIFO or reading the file whole.
+#[test]
+fn fifo_or_huge_visits_file_is_refused_without_reading_it() {
+    let dir = TempDir::new("fifo");
+    let path = dir.file("visits");
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let started = std::time::Instant::now();
+    let (code, stderr) = start_refused(&dir);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("FIFO") && stderr.contains(path.to_str().unwrap()),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // 1 GiB (sparse, so it costs no disk) under a 512 MiB address-space limit: reading it whole
+    // would fail to allocate; the refusal quotes its start and its size.
+    std::fs::remove_file(&path).unwrap();
+    let huge = std::fs::File::create(&path).unwrap();
+    huge.set_len(1 << 30).unwrap();
+    drop(huge);
+    let (code, stderr) = start_refused_within(&dir, 512 << 20);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("corrupt") && stderr.contains(&format!("{} bytes", 1u64 << 30)),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        1 << 30,
+        "the file was changed"
+    );
+}
+
+/// At u64::MAX the count saturates: never wraps, never persists 0; logged once.
+#[test]
+fn count_saturates_at_the_maximum_instead_of_wrapping() {
+    let dir = TempDir::new("saturate");
+    std::fs::write(dir.file("visits"), format!("{}\n", u64::MAX - 1)).unwrap();
+    let mut svc = Service::start(Some(dir.path()));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    for _ in 0..3 {
+        assert_eq!(visit_json(&mut conn).unwrap(), u64::MAX);
+    }
+    drop(conn);
+    assert_eq!(svc.stop().code(), Some(0), "{}", svc.logs());
+    assert_eq!(stored(&dir), u64::MAX);
+    let logs = svc.logs();
+    assert_eq!(logs.matches("reached its maximum").count(), 1, "{logs}");
+}
+
+/// A file longer than any count is refused even when its start parses (a count padded with
+/// spaces past the size limit).
+#[test]
+fn visits_file_over_the_size_limit_is_refused_even_if_its_start_parses() {
+    let dir = TempDir::new("padded");
+    let padded = format!(
+        "42{}\n",
+        " ".repeat(warpwatch::visits::MAX_FILE_BYTES as usize)
+    );
+    std::fs::write(dir.file("visits"), &padded).unwrap();
+    let (code, stderr) = start_refused(&dir);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} bytes", padded.len())),
+        "{stderr}"
+    );
+}

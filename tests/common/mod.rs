@@ -60,16 +60,22 @@ pub fn command() -> Command {
 /// Runs the binary to completion (it must exit within 20 s).
 pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = command();
-    cmd.args(args).stdin(Stdio::null());
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
+    run_command(cmd, Duration::from_secs(20))
+}
+
+/// Runs `cmd` to completion; it must exit within `limit`.
+pub fn run_command(mut cmd: Command, limit: Duration) -> Output {
     let child = cmd
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_output(child, Duration::from_secs(20))
+    wait_output(child, limit)
 }
 
 pub fn stderr_of(out: &Output) -> String {
@@ -109,14 +115,17 @@ impl Service {
 
     /// Starts with explicit arguments; learns the port from the startup log line.
     pub fn start_with(args: &[String], env: &[(&str, &str)]) -> Service {
-        let mut cmd = command();
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        Service::spawn(service_command(args, env))
+    }
+
+    /// Like [`Service::start_with`], with the open-file limit (soft and hard) set to `nofile`.
+    pub fn start_with_nofile(args: &[String], env: &[(&str, &str)], nofile: u64) -> Service {
+        let mut cmd = service_command(args, env);
+        limit_nofile(&mut cmd, nofile);
+        Service::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Service {
         let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
@@ -215,6 +224,56 @@ impl Drop for Service {
             let _ = self.child.wait();
         }
     }
+}
+
+fn service_command(args: &[String], env: &[(&str, &str)]) -> Command {
+    let mut cmd = command();
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Makes `cmd` start with `RLIMIT_NOFILE` = `nofile` (soft and hard, so it cannot be raised).
+pub fn limit_nofile(cmd: &mut Command, nofile: u64) {
+    set_rlimit(cmd, libc::RLIMIT_NOFILE, nofile);
+}
+
+/// Makes `cmd` start with its address space (virtual memory) limited to `bytes`.
+pub fn limit_address_space(cmd: &mut Command, bytes: u64) {
+    set_rlimit(cmd, libc::RLIMIT_AS, bytes);
+}
+
+fn set_rlimit(cmd: &mut Command, resource: libc::__rlimit_resource_t, value: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure only calls setrlimit, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: value,
+                rlim_max: value,
+            };
+            if libc::setrlimit(resource, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// Resident set size of process `pid`, in KiB (VmRSS of /proc/PID/status).
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
 /// Polls `check` every 50 ms until it returns true or `limit` passes.

@@ -1,0 +1,676 @@
+//! Client connections: HTTP/1.1 through hyper with a tokio timer, a cap on how many are open at
+//! once, error accounting, and the drain on stop.
+//!
+//! What a hostile or broken client can hold, and for how long:
+//! - a connection must deliver a complete request head within [`HEADER_READ_TIMEOUT`] of opening,
+//!   or of the first byte of a later request;
+//! - a kept-alive connection may sit idle between requests for [`IDLE_TIMEOUT`], and a response
+//!   the client does not read may stall for as long;
+//! - a request head over [`MAX_REQUEST_HEAD`] bytes is answered 431 and the connection closed;
+//! - at most [`Limits::max_connections`] are open; when a new connection arrives at the cap, the
+//!   oldest open connection is closed to make room. The listener keeps accepting, so a probe or a
+//!   scrape always gets in, and an attacker's connections are the ones that go first: they are
+//!   the oldest, since nothing legitimate stays long without a complete request head.
+//!
+//! Client mistakes (malformed requests, timeouts, resets) are counted in
+//! `warpwatch_connection_errors_total{kind}` and logged at debug only: no client can write
+//! operator-level log lines at will.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::Pin;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::task::AtomicWaker;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use log::{debug, warn};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use warp::http::Request;
+use warp::reply::Response;
+
+use crate::metrics::{self, ConnectionError};
+
+/// Longest wait for a complete request head, from a connection's opening or the end of its
+/// previous response. Generous for any real client on any network; short enough that a flood of
+/// half-sent requests drains by itself.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a kept-alive connection may wait for its next request, or a response for its reader.
+/// Above Prometheus' default scrape interval (15 s), so a scraper keeps its connection.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Granularity of the connection clock: timeouts fire up to this much late.
+const CLOCK_TICK: Duration = Duration::from_millis(250);
+
+/// Most bytes a request head may take (hyper's smallest read buffer limit is 8 KiB). This
+/// service reads no cookies or bodies; 16 KiB is double what common proxies allow. It also bounds
+/// what a half-sent request can make the server buffer.
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// Ceiling of the connection cap whatever the open-file limit: about 40 KB each when every one
+/// holds a full request head, so the cap stays well inside the 256 MiB memory limit.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// File descriptors kept out of the cap: the process's own (stdio, epoll, the listener, the
+/// visits and lock files, `/proc` reads for `process_*`) and room for connections being evicted
+/// while their replacements are already open.
+pub const FD_RESERVE: u64 = 128;
+
+/// How many connections over the cap may be open while evicted ones finish closing (part of
+/// [`FD_RESERVE`]), and how often the accept loop yields for them before refusing a newcomer.
+const EVICTION_SLACK: usize = 64;
+const EVICTION_YIELDS: usize = 16;
+
+/// The smallest useful cap; below it the service refuses to start.
+pub const MIN_CONNECTIONS: usize = 16;
+
+/// After a surge above this many open connections ...
+const TRIM_AFTER: usize = 256;
+/// ... falling back to this many returns freed heap memory to the system.
+const TRIM_BELOW: usize = 16;
+
+/// The limits one server applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// The defaults, with the cap fitted under `open_files`, the process's open-file limit:
+    /// `min(MAX_CONNECTIONS, open_files - FD_RESERVE)`.
+    pub fn for_open_files(open_files: u64) -> Result<Limits, String> {
+        let cap = open_files.saturating_sub(FD_RESERVE);
+        if cap < MIN_CONNECTIONS as u64 {
+            return Err(format!(
+                "the open-file limit is {open_files}: too low to serve (at least {} needed: \
+                 {MIN_CONNECTIONS} connections plus {FD_RESERVE} for the process itself); raise it \
+                 with ulimit -n, LimitNOFILE= (systemd) or --ulimit nofile= (docker)",
+                MIN_CONNECTIONS as u64 + FD_RESERVE
+            ));
+        }
+        Ok(Limits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            max_connections: usize::try_from(cap)
+                .map_or(MAX_CONNECTIONS, |c| c.min(MAX_CONNECTIONS)),
+        })
+    }
+}
+
+/// The open-file limit, after raising the soft limit towards the hard one as far as the
+/// connection cap can use (systemd's default soft limit is 1024 under a hard limit of 524288).
+#[cfg(unix)]
+pub fn open_file_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let wanted: libc::rlim_t = MAX_CONNECTIONS as u64 + FD_RESERVE;
+    if lim.rlim_cur < wanted && lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: wanted.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own. Failure keeps the old limit, which is fine.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = raised.rlim_cur;
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// What the accept loop tells a connection's task. Only ever moves up.
+const RUN: u8 = 0;
+const DRAIN: u8 = 1;
+const CLOSE: u8 = 2;
+
+/// What a connection is doing, and since when: the phase in the top two bits of
+/// [`Control::activity`], the [`Clock`] tick it began in the rest.
+const PHASE_SHIFT: u32 = 62;
+const TICK_MASK: u64 = (1 << PHASE_SHIFT) - 1;
+/// Waiting for (the rest of) a request head: [`Limits::header_read_timeout`].
+const HEAD: u64 = 0;
+/// Handling a request or writing its response: [`Limits::idle_timeout`].
+const BUSY: u64 = 1;
+/// Between requests, kept alive: [`Limits::idle_timeout`].
+const IDLE: u64 = 2;
+
+/// One connection's shared state: written by its own task (I/O and service wrappers), read by
+/// its deadline check, signalled by the accept loop.
+struct Control {
+    state: AtomicU8,
+    waker: AtomicWaker,
+    activity: AtomicU64,
+}
+
+impl Control {
+    fn signal(&self, state: u8) {
+        self.state.fetch_max(state, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    #[inline]
+    fn enter(&self, phase: u64, now: u64) {
+        self.activity
+            .store(phase << PHASE_SHIFT | now, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn phase(&self) -> (u64, u64) {
+        let a = self.activity.load(Ordering::Relaxed);
+        (a >> PHASE_SHIFT, a & TICK_MASK)
+    }
+}
+
+/// A clock read on every phase change, so it must cost no more than an atomic load: a tick
+/// counter a background task advances every [`CLOCK_TICK`].
+struct Clock {
+    start: Instant,
+    ticks: AtomicU64,
+}
+
+impl Clock {
+    #[inline]
+    fn now(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    fn advance(&self) {
+        let ticks = self.start.elapsed().as_millis() / CLOCK_TICK.as_millis();
+        self.ticks
+            .store(u64::try_from(ticks).unwrap_or(TICK_MASK), Ordering::Relaxed);
+    }
+
+    fn ticks_in(d: Duration) -> u64 {
+        u64::try_from(d.as_millis().div_ceil(CLOCK_TICK.as_millis())).unwrap_or(TICK_MASK)
+    }
+
+    fn instant_of(&self, tick: u64) -> tokio::time::Instant {
+        let at = self.start + CLOCK_TICK * u32::try_from(tick).unwrap_or(u32::MAX);
+        tokio::time::Instant::from_std(at)
+    }
+}
+
+/// The connections of one server.
+struct Shared {
+    limits: Limits,
+    clock: Clock,
+    open: AtomicUsize,
+    /// Highest `open` since the last heap trim.
+    peak: AtomicUsize,
+    /// Notified when `open` falls to 0.
+    idle: Notify,
+    /// Every open connection, oldest first (plus some already closed, pruned as it grows).
+    order: Mutex<VecDeque<Weak<Control>>>,
+}
+
+impl Shared {
+    fn order(&self) -> std::sync::MutexGuard<'_, VecDeque<Weak<Control>>> {
+        self.order.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the oldest open connection that is not already closing.
+    fn evict_oldest(&self) {
+        let mut order = self.order();
+        while let Some(weak) = order.pop_front() {
+            if let Some(control) = weak.upgrade()
+                && control.state.load(Ordering::Acquire) < CLOSE
+            {
+                control.signal(CLOSE);
+                metrics::CONNECTIONS_EVICTED_TOTAL.inc();
+                return;
+            }
+        }
+    }
+
+    fn register(&self, control: &Arc<Control>) {
+        let mut order = self.order();
+        order.push_back(Arc::downgrade(control));
+        // Amortised O(1): prune closed entries once they outnumber open ones.
+        if order.len() > 2 * self.open.load(Ordering::Relaxed) + 64 {
+            order.retain(|w| w.strong_count() > 0);
+            let keep = order.len() * 2;
+            order.shrink_to(keep);
+        }
+    }
+
+    fn signal_all(&self, state: u8) {
+        for control in self.order().iter().filter_map(Weak::upgrade) {
+            control.signal(state);
+        }
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            let mut notified = pin!(notified);
+            // Registered before the check, so a close in between still wakes us.
+            notified.as_mut().enable();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// When the connection in `control`'s phase times out, as a clock tick.
+    fn deadline(&self, control: &Control) -> u64 {
+        let (phase, since) = control.phase();
+        let limit = if phase == HEAD {
+            self.limits.header_read_timeout
+        } else {
+            self.limits.idle_timeout
+        };
+        since.saturating_add(Clock::ticks_in(limit))
+    }
+}
+
+/// Held by each connection's task: counts it open until the task ends, however it ends
+/// (panics included).
+struct OpenGuard(Arc<Shared>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        metrics::CONNECTIONS_OPEN.dec();
+        let left = self.0.open.fetch_sub(1, Ordering::AcqRel) - 1;
+        if left == 0 {
+            self.0.idle.notify_waiters();
+        }
+        if left <= TRIM_BELOW && self.0.peak.load(Ordering::Relaxed) > TRIM_AFTER {
+            self.0.peak.store(left, Ordering::Relaxed);
+            release_free_memory();
+        }
+    }
+}
+
+/// Hands freed heap pages back to the kernel. glibc keeps what thousands of connections freed
+/// in its per-thread arenas otherwise, and RSS stays at the attack's peak.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The socket, recording the connection's phase: bytes in while idle start a request head,
+/// bytes out end a request.
+struct TrackedStream {
+    io: TcpStream,
+    control: Arc<Control>,
+    shared: Arc<Shared>,
+}
+
+impl AsyncRead for TrackedStream {
+    #[inline]
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before && this.control.phase().0 == IDLE {
+            this.control.enter(HEAD, this.shared.clock.now());
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for TrackedStream {
+    #[inline]
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(&polled);
+        polled
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl TrackedStream {
+    #[inline]
+    fn wrote(&self, polled: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = polled
+            && *n > 0
+        {
+            // Responses here are small and written whole: any progress means the next thing
+            // expected is a new request.
+            self.control.enter(IDLE, self.shared.clock.now());
+        }
+    }
+}
+
+/// The service, recording that a complete request head arrived.
+struct TrackedService<S> {
+    inner: S,
+    control: Arc<Control>,
+    shared: Arc<Shared>,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for TrackedService<S>
+where
+    S: hyper::service::Service<Request<Incoming>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn call(&self, req: Request<Incoming>) -> S::Future {
+        self.control.enter(BUSY, self.shared.clock.now());
+        self.inner.call(req)
+    }
+}
+
+/// Serves `service` (cloned per connection) on `listener` with `limits` until `shutdown`
+/// resolves; then stops accepting, lets every connection finish its current request, and returns
+/// once all are closed (no deadline: callers race it, see [`crate::shutdown::drain`]).
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    metrics::CONNECTIONS_MAX.set(i64::try_from(limits.max_connections).unwrap_or(i64::MAX));
+    let shared = Arc::new(Shared {
+        limits,
+        clock: Clock {
+            start: Instant::now(),
+            ticks: AtomicU64::new(0),
+        },
+        open: AtomicUsize::new(0),
+        peak: AtomicUsize::new(0),
+        idle: Notify::new(),
+        order: Mutex::new(VecDeque::new()),
+    });
+    let ticker = {
+        let shared = shared.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            let mut every = tokio::time::interval(CLOCK_TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                shared.clock.advance();
+            }
+        }))
+    };
+    // No hyper timer: the deadlines are checked per connection, see `admit`.
+    let mut builder = http1::Builder::new();
+    builder.max_buf_size(MAX_REQUEST_HEAD);
+    let builder = Arc::new(builder);
+
+    let mut shutdown = pin!(shutdown);
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                // Evicted connections close on their next poll, and until then hold their
+                // descriptor: when many are on their way out, let them go first.
+                for _ in 0..EVICTION_YIELDS {
+                    if shared.open.load(Ordering::Acquire)
+                        < shared.limits.max_connections + EVICTION_SLACK
+                    {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                admit(&shared, &builder, stream, service.clone());
+            }
+            Err(e) => accept_failed(&e, &mut last_warning).await,
+        }
+    }
+    drop(listener);
+    shared.signal_all(DRAIN);
+    shared.wait_idle().await;
+    drop(ticker);
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn admit<S>(shared: &Arc<Shared>, builder: &Arc<http1::Builder>, stream: TcpStream, service: S)
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let open = shared.open.load(Ordering::Acquire);
+    if open >= shared.limits.max_connections {
+        if open >= shared.limits.max_connections + EVICTION_SLACK {
+            // Only if evicted connections did not close in time (see `serve`).
+            debug!(target: "warpwatch::connections", "refusing a connection: {open} still open");
+            return;
+        }
+        shared.evict_oldest();
+    }
+    let open = shared.open.fetch_add(1, Ordering::AcqRel) + 1;
+    shared.peak.fetch_max(open, Ordering::Relaxed);
+    metrics::CONNECTIONS_OPEN.inc();
+    let guard = OpenGuard(shared.clone());
+    let control = Arc::new(Control {
+        state: AtomicU8::new(RUN),
+        waker: AtomicWaker::new(),
+        activity: AtomicU64::new(HEAD << PHASE_SHIFT | shared.clock.now()),
+    });
+    shared.register(&control);
+    let io = TrackedStream {
+        io: stream,
+        control: control.clone(),
+        shared: shared.clone(),
+    };
+    let service = TrackedService {
+        inner: service,
+        control: control.clone(),
+        shared: shared.clone(),
+    };
+    let builder = builder.clone();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        let mut conn = pin!(conn);
+        // One timer per connection, re-armed only when it fires: cheaper than a timer per
+        // request, which is what hyper's own header-read timeout costs.
+        let mut deadline = shared.deadline(&control);
+        let timer = tokio::time::sleep_until(shared.clock.instant_of(deadline));
+        let mut timer = pin!(timer);
+        let mut draining = false;
+        let mut first = true;
+        let result = poll_fn(|cx| {
+            // The waker of a spawned tokio task wakes that task for as long as it lives, so
+            // registering it once (and the timer's on each re-arm) is enough; doing it on every
+            // wake-up cost a few atomic operations per request.
+            let state = control.state.load(Ordering::Acquire);
+            if first || state != RUN {
+                // (Again after a signal: waking consumed the registration.)
+                control.waker.register(cx.waker());
+            }
+            if first {
+                first = false;
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(Closed::TimedOut));
+                }
+            }
+            match state {
+                CLOSE => return Poll::Ready(Ok(())),
+                // Stopping: a connection still waiting for a request head has nothing in flight
+                // (hyper would wait for the rest of a half-sent one); the others finish the
+                // request they are on.
+                DRAIN if control.phase().0 == HEAD => return Poll::Ready(Ok(())),
+                DRAIN if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ => {}
+            }
+            // Invariant between polls: `deadline` <= the current phase's deadline. A phase that
+            // moved it later is noticed when the timer fires; one that moved it earlier (a
+            // request head begun on an idle connection) re-arms the timer at once.
+            while timer.is_elapsed() {
+                let due = shared.deadline(&control);
+                if due <= deadline {
+                    return Poll::Ready(Err(Closed::TimedOut));
+                }
+                deadline = due;
+                timer.as_mut().reset(shared.clock.instant_of(deadline));
+                let _ = timer.as_mut().poll(cx);
+            }
+            let polled = conn.as_mut().poll(cx);
+            if polled.is_pending() {
+                let due = shared.deadline(&control);
+                if due < deadline {
+                    deadline = due;
+                    timer.as_mut().reset(shared.clock.instant_of(deadline));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(Closed::TimedOut));
+                    }
+                }
+            }
+            polled.map_err(Closed::Hyper)
+        })
+        .await;
+        let kind = match &result {
+            Ok(()) => return,
+            // An idle keep-alive connection closed on time is the normal end of one.
+            Err(Closed::TimedOut) if control.phase().0 == IDLE => return,
+            Err(Closed::TimedOut) => ConnectionError::Timeout,
+            Err(Closed::Hyper(e)) => classify(e),
+        };
+        metrics::connection_error(kind).inc();
+        match result {
+            Err(Closed::Hyper(e)) => debug!(
+                target: "warpwatch::connections",
+                "client connection error ({}): {e}",
+                kind.label()
+            ),
+            _ => debug!(target: "warpwatch::connections", "client connection timed out"),
+        }
+    });
+}
+
+enum Closed {
+    TimedOut,
+    Hyper(hyper::Error),
+}
+
+fn classify(e: &hyper::Error) -> ConnectionError {
+    if e.is_timeout() {
+        return ConnectionError::Timeout;
+    }
+    if e.is_parse() || e.is_parse_too_large() || e.is_parse_status() {
+        return ConnectionError::Malformed;
+    }
+    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() || e.is_body_write_aborted() {
+        return ConnectionError::Aborted;
+    }
+    let io_kind = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .map(io::Error::kind);
+    match io_kind {
+        Some(
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof,
+        ) => ConnectionError::Aborted,
+        _ => ConnectionError::Other,
+    }
+}
+
+/// Pause after an accept error that is not the client's doing (e.g. out of descriptors despite
+/// the cap, because something else in the process holds many), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+async fn accept_failed(e: &io::Error, last_warning: &mut Option<Instant>) {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    ) {
+        // The client gave up before we accepted: its business.
+        debug!(target: "warpwatch::connections", "accept: {e}");
+        return;
+    }
+    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        warn!("cannot accept connections: {e}; retrying (logged at most once a second)");
+        *last_warning = Some(Instant::now());
+    }
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_sits_under_the_open_file_limit() {
+        let at = |n| Limits::for_open_files(n).map(|l| l.max_connections);
+        assert_eq!(at(1024), Ok(1024 - FD_RESERVE as usize));
+        assert_eq!(at(1 << 20), Ok(MAX_CONNECTIONS));
+        assert_eq!(at(FD_RESERVE + 16), Ok(16));
+        assert!(at(FD_RESERVE + 15).unwrap_err().contains("ulimit -n"));
+    }
+}
