@@ -41,21 +41,9 @@ pub fn body(value: &impl Serialize) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-/// `s` as a JSON string literal, quotes included.
-pub fn string(s: &str) -> String {
-    body(&s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_quotes_backslashes_and_controls() {
-        assert_eq!(string(r#"a"b\c"#), r#""a\"b\\c""#);
-        assert_eq!(string("x\ny\u{1}"), r#""x\ny\u0001""#);
-        assert_eq!(string("é"), "\"é\"");
-    }
 
     #[test]
     fn bodies_keep_their_field_order() {

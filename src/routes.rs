@@ -25,7 +25,7 @@ use warp::http::header::{self, HeaderValue};
 use warp::http::{Method as HttpMethod, Request, StatusCode};
 use warp::reply::Response;
 
-use crate::clock::LocalTime;
+use crate::clock::{LocalTime, MOSCOW_TIMEZONE};
 use crate::labels::{Method, Route};
 use crate::logging::{ACCESS_TARGET, access_log_enabled};
 use crate::metrics::{self, InFlight};
@@ -180,11 +180,19 @@ fn respond(
         Route::Index => index(state, is_get, accept),
         Route::Visits => json_response(
             StatusCode::OK,
-            format!(r#"{{"visits":{}}}"#, state.visits.count()),
+            json::body(&json::Visits {
+                visits: state.visits.count(),
+            }),
         ),
         Route::Readyz => readyz(state),
         Route::Metrics => metrics_page(state),
-        Route::Other => json_response(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.to_owned()),
+        Route::Other => json_response(
+            StatusCode::NOT_FOUND,
+            json::body(&json::Error {
+                error: "not found",
+                allow: None,
+            }),
+        ),
     }
 }
 
@@ -210,9 +218,12 @@ fn index(state: &AppState, is_get: bool, accept: Option<&HeaderValue>) -> Respon
     let mut r = if prefers_json(accept) {
         json_response(
             StatusCode::OK,
-            format!(
-                r#"{{"time":"{time}","timezone":"Europe/Moscow","utc_offset":"{offset}","visits":{visits}}}"#
-            ),
+            json::body(&json::Index {
+                time: &time,
+                timezone: MOSCOW_TIMEZONE,
+                utc_offset: &offset,
+                visits,
+            }),
         )
     } else {
         let mut r = Response::new(
@@ -238,13 +249,19 @@ fn index(state: &AppState, is_get: bool, accept: Option<&HeaderValue>) -> Respon
 
 fn readyz(state: &AppState) -> Response {
     match state.readiness() {
-        Ok(()) => json_response(StatusCode::OK, r#"{"status":"ready"}"#.to_owned()),
+        Ok(()) => json_response(
+            StatusCode::OK,
+            json::body(&json::Readiness {
+                status: "ready",
+                reason: None,
+            }),
+        ),
         Err(reason) => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                r#"{{"status":"not ready","reason":{}}}"#,
-                json::string(&reason)
-            ),
+            json::body(&json::Readiness {
+                status: "not ready",
+                reason: Some(&reason),
+            }),
         ),
     }
 }
@@ -264,7 +281,10 @@ fn metrics_page(state: &AppState) -> Response {
             error!("cannot encode metrics: {e}");
             json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                r#"{"error":"cannot encode metrics"}"#.to_owned(),
+                json::body(&json::Error {
+                    error: "cannot encode metrics",
+                    allow: None,
+                }),
             )
         }
     }
@@ -273,7 +293,10 @@ fn metrics_page(state: &AppState) -> Response {
 fn method_not_allowed() -> Response {
     let mut r = json_response(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!(r#"{{"error":"method not allowed","allow":"{ALLOWED_METHODS}"}}"#),
+        json::body(&json::Error {
+            error: "method not allowed",
+            allow: Some(ALLOWED_METHODS),
+        }),
     );
     r.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
