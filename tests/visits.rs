@@ -19,6 +19,58 @@ fn visit_json(conn: &mut Conn) -> std::io::Result<u64> {
     Ok(json_u64(&r.body, "visits"))
 }
 
+/// Clients visiting `/` in a loop until the server stops answering; `finish` returns every count
+/// the server acknowledged.
+struct VisitLoad {
+    stop: Arc<AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<Vec<u64>>>,
+}
+
+impl VisitLoad {
+    /// `clients` threads; with `reconnecting_half`, every other one opens a new connection per
+    /// visit instead of keeping one alive.
+    fn start(addr: std::net::SocketAddr, clients: usize, reconnecting_half: bool) -> VisitLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|i| {
+                let stop = stop.clone();
+                let reconnect = reconnecting_half && i % 2 == 1;
+                std::thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    let mut conn = Conn::open(addr).ok();
+                    while !stop.load(Ordering::Relaxed) {
+                        let result = match conn.as_mut() {
+                            Some(c) if !reconnect => visit_json(c),
+                            _ => Conn::open(addr).and_then(|mut c| visit_json(&mut c)),
+                        };
+                        match result {
+                            Ok(n) => acked.push(n),
+                            Err(_) => break, // the server stopped: nothing more is acknowledged
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        VisitLoad { stop, clients }
+    }
+
+    fn finish(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let acked: Vec<u64> = self
+            .clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        assert!(
+            acked.len() > 50,
+            "too little load to prove anything: {}",
+            acked.len()
+        );
+        acked
+    }
+}
+
 /// Starts the service on `dir`, which must refuse it: returns the exit code and stderr.
 fn start_refused(dir: &TempDir) -> (Option<i32>, String) {
     let out = common::run(
@@ -94,42 +146,13 @@ fn graceful_restart_keeps_the_count() {
 fn sigterm_under_load_loses_no_acknowledged_visit() {
     let dir = TempDir::new("sigterm");
     let mut svc = Service::start(Some(dir.path()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..6)
-        .map(|i| {
-            let (addr, stop) = (svc.addr, stop.clone());
-            std::thread::spawn(move || {
-                // Half keep connections alive across the signal, half reconnect every time.
-                let mut acked = Vec::new();
-                let mut conn = Conn::open(addr).ok();
-                while !stop.load(Ordering::Relaxed) {
-                    let result = match (i % 2, conn.as_mut()) {
-                        (0, Some(c)) => visit_json(c),
-                        _ => Conn::open(addr).and_then(|mut c| visit_json(&mut c)),
-                    };
-                    match result {
-                        Ok(n) => acked.push(n),
-                        Err(_) => break, // the server stopped: nothing more is acknowledged
-                    }
-                }
-                acked
-            })
-        })
-        .collect();
+    // Half keep connections alive across the signal, half reconnect every time.
+    let load = VisitLoad::start(svc.addr, 6, true);
     std::thread::sleep(Duration::from_millis(400));
     svc.signal(libc::SIGTERM);
     let status = svc.wait(Duration::from_secs(15));
-    stop.store(true, Ordering::Relaxed);
-    let acked: Vec<u64> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
+    let acked = load.finish();
     assert_eq!(status.code(), Some(0), "{}", svc.logs());
-    assert!(
-        acked.len() > 50,
-        "too little load to prove anything: {}",
-        acked.len()
-    );
 
     let persisted = stored(&dir);
     let highest = *acked.iter().max().unwrap();
@@ -273,25 +296,7 @@ fn write_failures_make_readyz_fail_and_keep_counting() {
 fn hup_and_user_signals_under_load_lose_no_visit() {
     let dir = TempDir::new("hup");
     let mut svc = Service::start(Some(dir.path()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (addr, stop) = (svc.addr, stop.clone());
-            std::thread::spawn(move || {
-                let mut acked = Vec::new();
-                let Ok(mut conn) = Conn::open(addr) else {
-                    return acked;
-                };
-                while !stop.load(Ordering::Relaxed) {
-                    match visit_json(&mut conn) {
-                        Ok(n) => acked.push(n),
-                        Err(_) => break,
-                    }
-                }
-                acked
-            })
-        })
-        .collect();
+    let load = VisitLoad::start(svc.addr, 4, false);
     for (sig, name) in [
         (libc::SIGHUP, "SIGHUP"),
         (libc::SIGUSR1, "SIGUSR1"),
@@ -314,13 +319,8 @@ fn hup_and_user_signals_under_load_lose_no_visit() {
     );
     svc.signal(libc::SIGTERM);
     let status = svc.wait(Duration::from_secs(15));
-    stop.store(true, Ordering::Relaxed);
-    let acked: Vec<u64> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
+    let acked = load.finish();
     assert_eq!(status.code(), Some(0), "{}", svc.logs());
-    assert!(acked.len() > 50, "too little load: {}", acked.len());
     let highest = *acked.iter().max().unwrap();
     assert!(
         stored(&dir) >= highest,
