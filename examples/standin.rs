@@ -72,6 +72,13 @@ fn required(text: &str, key: &str, path: &Path) -> Checked<String> {
     yaml_value(text, key).map_or_else(|| fail("config has no key", path, key), Ok)
 }
 
+/// `ADDRESS:PORT` from a Loki/Promtail `server` block's `<kind>_listen_address` and `_port`.
+fn listen_of(text: &str, kind: &str, path: &Path) -> Checked<String> {
+    let address = required(text, &format!("{kind}_listen_address"), path)?;
+    let port = required(text, &format!("{kind}_listen_port"), path)?;
+    Ok(format!("{address}:{port}"))
+}
+
 fn flag(args: &[String], name: &str) -> Option<String> {
     let prefix = format!("{name}=");
     args.iter()
@@ -241,18 +248,10 @@ fn setup(name: &str, args: &[String]) -> Checked<Service> {
             let config = read("cannot read the config", &path)?;
             let data = PathBuf::from(required(&config, "path_prefix", &path)?);
             create_and_rewrite(&data.join("standin-state"), name)?;
-            let grpc = format!(
-                "{}:{}",
-                required(&config, "grpc_listen_address", &path)?,
-                required(&config, "grpc_listen_port", &path)?
-            );
+            let grpc = listen_of(&config, "grpc", &path)?;
             Ok(Service {
                 name: name.into(),
-                listen: format!(
-                    "{}:{}",
-                    required(&config, "http_listen_address", &path)?,
-                    required(&config, "http_listen_port", &path)?
-                ),
+                listen: listen_of(&config, "http", &path)?,
                 health_path: "/ready",
                 admin_password: None,
                 extra_listen: vec![grpc],
@@ -267,11 +266,7 @@ fn setup(name: &str, args: &[String]) -> Checked<Service> {
             println!("level=info msg=\"read container logs\" files={logs}");
             Ok(Service {
                 name: name.into(),
-                listen: format!(
-                    "{}:{}",
-                    required(&config, "http_listen_address", &path)?,
-                    required(&config, "http_listen_port", &path)?
-                ),
+                listen: listen_of(&config, "http", &path)?,
                 health_path: "/ready",
                 admin_password: None,
                 extra_listen: vec![],
