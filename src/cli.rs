@@ -4,7 +4,6 @@
 //! directory that cannot be made stops the process before the port opens.
 
 use std::ffi::OsString;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -118,12 +117,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Some(dir) = &config.data_dir {
-        if let Err(e) = create_data_dir(dir) {
-            eprintln!("warpwatch: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    }
+    // server::run creates and locks the data directory before anything else, so a directory
+    // that cannot be made stops the start (exit 1) instead of leaving the service unready.
     server::run(config)
 }
 
@@ -144,18 +139,6 @@ fn given<'a>(
             source: flag,
         }),
     }
-}
-
-/// A data directory that cannot be made is an operator's error to fix now, not a service that
-/// starts and stays unready.
-fn create_data_dir(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        format!(
-            "cannot create the data directory {}: {e}; create it by hand, or choose another \
-             directory with --data-dir or {ENV_DATA_DIR}",
-            dir.display()
-        )
-    })
 }
 
 /// Help and version go to stdout (exit 0); a usage error is one line on stderr (exit 2).
