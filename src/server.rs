@@ -14,7 +14,7 @@ use tokio::runtime::Runtime;
 use crate::config::Config;
 use crate::connections::{self, Limits};
 use crate::exit::{EXIT_DATA, EXIT_FAILURE};
-use crate::flusher::{FLUSH_INTERVAL, Flusher};
+use crate::flusher::{FLUSH_INTERVAL, Flusher, Writer};
 use crate::shutdown::{DRAIN_TIMEOUT, Drain, Signals};
 pub use crate::state::AppState;
 use crate::visits::VisitStore;
@@ -36,7 +36,7 @@ pub fn build_runtime() -> io::Result<Runtime> {
         b.worker_threads(workers);
         b
     };
-    // Nothing here uses the blocking pool (the flusher has its own thread); keep it small.
+    // Nothing here uses the blocking pool (the flusher writes in its own process); keep it small.
     builder.enable_all().max_blocking_threads(2).build()
 }
 
@@ -58,6 +58,17 @@ pub fn run(config: Config) -> ExitCode {
     logging::init(&config.log);
     metrics::init();
 
+    // Forked first, while the process has one thread and holds nothing the writer should not
+    // inherit (the lock, the listener, the runtime's descriptors).
+    let writer = match config.data_dir.as_deref().map(Writer::fork).transpose() {
+        Ok(writer) => writer,
+        Err(e) => {
+            return fatal(
+                EXIT_FAILURE,
+                &format!("cannot start the visits writer process: {e}"),
+            );
+        }
+    };
     let limits = match connections::open_file_limit()
         .map_err(|e| format!("cannot read the open-file limit: {e}"))
         .and_then(Limits::for_open_files)
@@ -115,7 +126,11 @@ pub fn run(config: Config) -> ExitCode {
             );
         }
     };
-    let flusher = match Flusher::spawn(store.clone(), FLUSH_INTERVAL) {
+    let spawned = {
+        let _entered = runtime.enter();
+        Flusher::spawn(store.clone(), writer, FLUSH_INTERVAL)
+    };
+    let flusher = match spawned {
         Ok(f) => f,
         Err(e) => {
             return fatal(
@@ -171,10 +186,10 @@ pub fn run(config: Config) -> ExitCode {
             ),
         }
     });
+    flusher.stop(&runtime);
     // Abandoned connections die with the runtime; their visits are already in the count.
     drop(runtime);
 
-    flusher.stop();
     match store.flush() {
         Ok(()) => {
             info!("stopped; {} visits persisted", store.count());

@@ -86,8 +86,7 @@ const SHOWN_BYTES: usize = 40;
 pub struct VisitStore {
     count: AtomicU64,
     dir: Option<PathBuf>,
-    /// The count last written successfully (`None` before the first write of this run). Held
-    /// across the write, so the ticker's flush and the final one never interleave.
+    /// The count last written successfully (`None` before the first write of this run).
     written: Mutex<Option<u64>>,
     /// Why the last write failed, while it keeps failing. A separate lock, never held across
     /// I/O: `/readyz` and `/metrics` read it on the async runtime, and must not wait for an
@@ -176,31 +175,48 @@ impl VisitStore {
     /// Writes the count if it changed since the last successful write. Failures are logged, kept
     /// for [`VisitStore::health`], and retried by the next call; the count in memory is never lost.
     pub fn flush(&self) -> Result<(), String> {
-        let Some(dir) = &self.dir else {
+        let Some((dir, count)) = self.unwritten() else {
             return Ok(());
         };
-        let mut written = lock(&self.written);
+        let result = write_atomically(&dir, count).map_err(|e| e.to_string());
+        self.record(count, result)
+    }
+
+    /// The data directory and the count, when the count differs from what was last written
+    /// (`None` when there is nothing to write, or no data directory).
+    pub fn unwritten(&self) -> Option<(PathBuf, u64)> {
+        let dir = self.dir.as_ref()?;
         let count = self.count();
-        if *written == Some(count) {
-            return Ok(());
-        }
-        match write_atomically(dir, count) {
+        (*lock(&self.written) != Some(count)).then(|| (dir.clone(), count))
+    }
+
+    /// Takes the outcome of writing `count` (by [`VisitStore::flush`] or the flusher's writer
+    /// process; `Err` holds the OS error): logs it, keeps it for [`VisitStore::health`] and the
+    /// metrics, and returns the reason a failure is reported with.
+    pub fn record(&self, count: u64, result: Result<(), String>) -> Result<(), String> {
+        let path = self
+            .dir
+            .as_ref()
+            .map_or_else(PathBuf::new, |dir| dir.join(FILE_NAME));
+        match result {
             Ok(()) => {
-                *written = Some(count);
+                let mut written = lock(&self.written);
+                // A later count may already be written; never step back to an older one.
+                if written.is_none_or(|w| w < count) {
+                    *written = Some(count);
+                }
+                drop(written);
                 if lock(&self.error).take().is_some() {
                     info!(
                         "visits file {} is writable again: persisted {count}",
-                        dir.join(FILE_NAME).display()
+                        path.display()
                     );
                 }
                 Ok(())
             }
             Err(e) => {
                 metrics::VISITS_FLUSH_FAILURES_TOTAL.inc();
-                let reason = format!(
-                    "cannot write visits file {}: {e}",
-                    dir.join(FILE_NAME).display()
-                );
+                let reason = format!("cannot write visits file {}: {e}", path.display());
                 let previous = lock(&self.error).replace(reason.clone());
                 if previous.as_deref() != Some(reason.as_str()) {
                     error!("{reason}; keeping {count} visits in memory and retrying");
@@ -276,7 +292,8 @@ fn describe(bytes: &[u8], len: u64) -> String {
     format!("{shown:?}{more} ({len} bytes{limit})")
 }
 
-fn write_atomically(dir: &Path, count: u64) -> io::Result<()> {
+/// Writes `count` as `dir/visits`: temp file, fsync, rename, fsync of the directory.
+pub fn write_atomically(dir: &Path, count: u64) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let temp = dir.join(TEMP_NAME);
     let mut file = OpenOptions::new()

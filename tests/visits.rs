@@ -446,3 +446,73 @@ fn visits_file_over_the_size_limit_is_refused_even_if_its_start_parses() {
         "{stderr}"
     );
 }
+
+/// The pid of the visits writer process the service forks (its only child).
+fn writer_pid(svc: &Service) -> i32 {
+    let path = format!("/proc/{0}/task/{0}/children", svc.pid());
+    let children = std::fs::read_to_string(&path).unwrap();
+    let pids: Vec<i32> = children
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 1, "expected one writer process, found {pids:?}");
+    pids[0]
+}
+
+fn process_is_gone(pid: i32) -> bool {
+    // A reaped or exited child: no /proc entry, or a zombie waiting for its (dead) parent.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'))
+    })
+}
+
+/// The writer process never outlives the service, however the service ends: after SIGKILL it
+/// sees its socket close and exits, so no stray process keeps the data directory or the unit
+/// alive.
+#[test]
+fn the_writer_process_ends_with_the_service() {
+    let dir = TempDir::new("writer-exit");
+    let mut svc = Service::start(Some(dir.path()));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    for _ in 0..3 {
+        visit_json(&mut conn).unwrap();
+    }
+    assert!(eventually(Duration::from_secs(5), || stored(&dir) == 3));
+    let writer = writer_pid(&svc);
+    svc.signal(libc::SIGKILL);
+    svc.wait(Duration::from_secs(5));
+    assert!(
+        eventually(Duration::from_secs(5), || process_is_gone(writer)),
+        "writer process {writer} still running after the service was killed"
+    );
+}
+
+/// `systemctl stop` signals every process of the unit: the writer ignores that SIGTERM (the
+/// service alone decides when writing ends), keeps writing while the service drains, and the
+/// final write persists every acknowledged visit.
+#[test]
+fn sigterm_to_service_and_writer_together_persists_every_visit() {
+    let dir = TempDir::new("group-term");
+    let mut svc = Service::start(Some(dir.path()));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    let writer = writer_pid(&svc);
+    // SAFETY: kill(2) on the service's own child; no memory is involved.
+    assert_eq!(unsafe { libc::kill(writer, libc::SIGTERM) }, 0);
+    let mut last = 0;
+    for _ in 0..50 {
+        last = visit_json(&mut conn).unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || stored(&dir) == last),
+        "the writer stopped writing after a SIGTERM: file has {}, count is {last}; {}",
+        stored(&dir),
+        svc.logs()
+    );
+    svc.signal(libc::SIGTERM);
+    let status = svc.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{}", svc.logs());
+    assert_eq!(stored(&dir), last, "{}", svc.logs());
+    assert!(!svc.logged("writer process is gone"), "{}", svc.logs());
+}
