@@ -106,9 +106,10 @@ def http_get(url: str, timeout: float = 5, headers: dict | None = None) -> tuple
         return response.status, response.read().decode()
 
 
-def wait_for(what: str, probe, deadline: float = 60, processes=()):
-    """Poll `probe` until it returns something truthy (returned); fail if a process in `processes`
-    exits first or the deadline passes. Connection errors while a server starts count as "not yet"."""
+def wait_for(what: str, probe, deadline: float = 60, processes=(), interval: float = 0.1):
+    """Poll `probe` every `interval` seconds until it returns something truthy (returned); fail if a
+    process in `processes` exits first or the deadline passes. Connection errors while a server
+    starts, and a probe's own failed assertions, count as "not yet"."""
     end = time.monotonic() + deadline
     last = None
     while time.monotonic() < end:
@@ -119,9 +120,9 @@ def wait_for(what: str, probe, deadline: float = 60, processes=()):
             last = probe()
             if last:
                 return last
-        except (OSError, ValueError, KeyError, IndexError) as err:
+        except (OSError, ValueError, KeyError, IndexError, AssertionError) as err:
             last = err
-        time.sleep(0.1)
+        time.sleep(interval)
     pytest.fail(f"timed out after {deadline}s waiting for {what} (last: {last!r})", pytrace=False)
 
 

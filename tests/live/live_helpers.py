@@ -301,20 +301,6 @@ def time_to_healthy(stack: Stack) -> dict[str, float]:
     return healthy
 
 
-def wait_until(what: str, probe, deadline: float, interval: float = 1.0):
-    end = time.monotonic() + deadline
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = probe()
-            if last:
-                return last
-        except (OSError, ValueError, KeyError, AssertionError) as err:
-            last = err
-        time.sleep(interval)
-    pytest.fail(f"timed out after {deadline}s waiting for {what} (last: {last!r})", pytrace=False)
-
-
 def debian_compose() -> str:
     """Debian's docker-compose 1.29: the compose binary the app is pointed at (Debian ships no
     Compose v2; the app takes whichever compose WARPWATCH_STACK_DOCKER_COMPOSE names)."""

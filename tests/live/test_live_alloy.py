@@ -5,7 +5,8 @@ uid compose did not run it as). The Promtail stack's full checks are in test_liv
 import pytest
 
 import spec
-from live_helpers import running_stack, time_to_healthy, volume_dir, wait_until
+from conftest import wait_for
+from live_helpers import running_stack, time_to_healthy, volume_dir
 
 SERVICES = {*spec.SERVICES} - {"promtail"} | {"alloy"}
 
@@ -33,4 +34,4 @@ def test_alloy_writes_its_storage_as_its_runtime_user_and_is_scraped(alloy_stack
     def scraped():
         return {r["metric"]["job"]: r["value"][1] for r in alloy_stack.query('up{job="alloy"}')} == {"alloy": "1"}
 
-    wait_until("up{job=alloy} == 1", scraped, deadline=3 * alloy_stack.specs["stack"]["prometheus"]["scrapeIntervalSeconds"])
+    wait_for("up{job=alloy} == 1", scraped, deadline=3 * alloy_stack.specs["stack"]["prometheus"]["scrapeIntervalSeconds"], interval=1)

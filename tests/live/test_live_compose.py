@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import spec
-from conftest import http_get
-from live_helpers import PASSWORD_LINE, running_stack, time_to_healthy, volume_dir, wait_until
+from conftest import http_get, wait_for
+from live_helpers import PASSWORD_LINE, running_stack, time_to_healthy, volume_dir
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "configs" / "grafana" / "dashboards"
 
@@ -50,7 +50,7 @@ def test_prometheus_scrapes_all_five_jobs(stack):
         results = {r["metric"]["job"]: r["value"][1] for r in stack.query("up")}
         return results if results == {name: "1" for name in spec.SERVICES} else None
 
-    wait_until("up == 1 for every job", all_up, deadline=3 * stack.specs["stack"]["prometheus"]["scrapeIntervalSeconds"])
+    wait_for("up == 1 for every job", all_up, deadline=3 * stack.specs["stack"]["prometheus"]["scrapeIntervalSeconds"], interval=1)
 
 
 def warpwatch_counter(stack, path: str) -> int:
@@ -73,7 +73,7 @@ def test_http_requests_total_grows_by_what_was_sent(stack):
         result = stack.query('sum(http_requests_total{job="warpwatch", path="/visits"})')
         return result and int(float(result[0]["value"][1])) == before + sent
 
-    wait_until(f"Prometheus to see {before} + {sent} requests", scraped, deadline=40)
+    wait_for(f"Prometheus to see {before} + {sent} requests", scraped, deadline=40, interval=1)
 
 
 def test_docker_inspect_shows_the_declared_limits_logging_and_confinement(stack):
@@ -173,7 +173,7 @@ def test_json_file_logs_rotate_at_the_declared_size(stack):
         files = sorted(logs.glob(f"{container}-json.log*"))
         return files if len(files) == spec.LOG_FILES else None
 
-    files = wait_until(f"{spec.LOG_FILES} json-file logs", rotated, deadline=30)
+    files = wait_for(f"{spec.LOG_FILES} json-file logs", rotated, deadline=30, interval=1)
     # dockerd rotates when a write would pass max-size: each file stays within it (plus one line).
     for path in files:
         assert path.stat().st_size <= spec.LOG_FILE_MIB * spec.MIB + 4096, (path, path.stat().st_size)
@@ -193,7 +193,7 @@ def count_visits(stack, n: int) -> int:
 def test_visits_survive_a_compose_restart(stack):
     counted = count_visits(stack, 3)
     stack.compose("restart", "warpwatch")
-    assert wait_until("warpwatch after restart", lambda: visits(stack) == counted, deadline=30)
+    assert wait_for("warpwatch after restart", lambda: visits(stack) == counted, deadline=30, interval=1)
 
 
 def drain_timeout_s(stack) -> float:
