@@ -1,4 +1,5 @@
-//! The command line, the top layer: `warpwatch [--addr ADDR] [--data-dir DIR]`,
+//! The command line, the top layer: `warpwatch [--addr ADDR] [--data-dir DIR] [--header-timeout
+//! SECONDS] [--idle-timeout SECONDS]`,
 //! `warpwatch probe [--timeout SECONDS] [URL]`, `--help`, `--version`. clap reads the flags and
 //! their variables; [`crate::config`] checks the values; the data directory is created here, so a
 //! directory that cannot be made stops the process before the port opens.
@@ -12,7 +13,8 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{
-    self, Config, DEFAULT_ADDR, DEFAULT_LOG, ENV_ADDR, ENV_DATA_DIR, ENV_LOG, ENV_PORT, Given,
+    self, Config, DEFAULT_ADDR, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LOG,
+    ENV_ADDR, ENV_DATA_DIR, ENV_HEADER_TIMEOUT, ENV_IDLE_TIMEOUT, ENV_LOG, ENV_PORT, Flags, Given,
 };
 use crate::exit::{EXIT_DATA, EXIT_FAILURE, EXIT_USAGE};
 use crate::{probe, server};
@@ -38,6 +40,14 @@ struct Cli {
     /// memory only]
     #[arg(long, value_name = "DIR", env = ENV_DATA_DIR, hide_env_values = true)]
     data_dir: Option<OsString>,
+
+    #[arg(long, value_name = "SECONDS", env = ENV_HEADER_TIMEOUT, hide_env_values = true,
+          help = header_timeout_help())]
+    header_timeout: Option<OsString>,
+
+    #[arg(long, value_name = "SECONDS", env = ENV_IDLE_TIMEOUT, hide_env_values = true,
+          help = idle_timeout_help())]
+    idle_timeout: Option<OsString>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +68,22 @@ fn addr_help() -> String {
     format!(
         "Listen address, IP:PORT [default: {any}:${ENV_PORT} when {ENV_PORT} is set, else {DEFAULT_ADDR}]",
         any = DEFAULT_ADDR.ip()
+    )
+}
+
+fn header_timeout_help() -> String {
+    format!(
+        "Longest wait for a complete request head, from a connection's opening or the first byte \
+         of a later request [default: {}]",
+        DEFAULT_HEADER_TIMEOUT.as_secs()
+    )
+}
+
+fn idle_timeout_help() -> String {
+    format!(
+        "Longest a kept-alive connection may sit idle between requests, or a response wait for its \
+         reader [default: {}]",
+        DEFAULT_IDLE_TIMEOUT.as_secs()
     )
 }
 
@@ -100,16 +126,28 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         let timeout = timeout.unwrap_or(probe::DEFAULT_TIMEOUT);
         return probe::main(url, timeout, &config::process_env);
     }
-    let config = Config::resolve(
-        given(&matches, &cli.addr, "addr", ("--addr", ENV_ADDR)),
-        given(
+    let flags = Flags {
+        addr: given(&matches, &cli.addr, "addr", ("--addr", ENV_ADDR)),
+        data_dir: given(
             &matches,
             &cli.data_dir,
             "data_dir",
             ("--data-dir", ENV_DATA_DIR),
         ),
-        &config::process_env,
-    );
+        header_timeout: given(
+            &matches,
+            &cli.header_timeout,
+            "header_timeout",
+            ("--header-timeout", ENV_HEADER_TIMEOUT),
+        ),
+        idle_timeout: given(
+            &matches,
+            &cli.idle_timeout,
+            "idle_timeout",
+            ("--idle-timeout", ENV_IDLE_TIMEOUT),
+        ),
+    };
+    let config = Config::resolve(flags, &config::process_env);
     let config = match config {
         Ok(config) => config,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! Service configuration: the raw values the command line gathered, checked up front.
 //!
 //! The command line (`cli`) reads the flags and their variables (`--addr`/`WARPWATCH_ADDR`,
-//! `--data-dir`/`WARPWATCH_DATA_DIR`) with clap; this module turns those values into a [`Config`],
+//! `--data-dir`/`WARPWATCH_DATA_DIR`, `--header-timeout`/`WARPWATCH_HEADER_TIMEOUT`,
+//! `--idle-timeout`/`WARPWATCH_IDLE_TIMEOUT`) with clap; this module turns those values into a [`Config`],
 //! adding the settings that have no flag (`PORT`, `RUST_LOG`). Precedence for each setting: flag,
 //! then its variable, then the default. An empty variable counts as unset (compose files often
 //! pass `VAR=` through). Every error names the flag or variable and the accepted form, and makes
@@ -11,16 +12,29 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Listen address when neither `--addr`, `WARPWATCH_ADDR` nor `PORT` is given.
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
 /// Log filter when `RUST_LOG` is unset.
 pub const DEFAULT_LOG: &str = "info";
 
+/// Longest wait for a complete request head, from a connection's opening or the end of its
+/// previous response. Generous for any real client on any network; short enough that a flood of
+/// half-sent requests drains by itself.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a kept-alive connection may wait for its next request, or a response for its reader.
+/// Above Prometheus' default scrape interval (15 s), so a scraper keeps its connection.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest accepted connection timeout: an hour. Longer only lets idle clients hold connections.
+pub const MAX_TIMEOUT_SECS: u64 = 3600;
+
 pub const ENV_ADDR: &str = "WARPWATCH_ADDR";
 pub const ENV_PORT: &str = "PORT";
 pub const ENV_DATA_DIR: &str = "WARPWATCH_DATA_DIR";
 pub const ENV_LOG: &str = "RUST_LOG";
+pub const ENV_HEADER_TIMEOUT: &str = "WARPWATCH_HEADER_TIMEOUT";
+pub const ENV_IDLE_TIMEOUT: &str = "WARPWATCH_IDLE_TIMEOUT";
 
 /// A configuration or usage error; always exit status 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +63,15 @@ pub struct Given<'a> {
     pub source: &'a str,
 }
 
+/// What the flags (or their variables) gave; `None`: neither.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flags<'a> {
+    pub addr: Option<Given<'a>>,
+    pub data_dir: Option<Given<'a>>,
+    pub header_timeout: Option<Given<'a>>,
+    pub idle_timeout: Option<Given<'a>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub addr: SocketAddr,
@@ -56,23 +79,28 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// The effective `RUST_LOG` filter.
     pub log: String,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 impl Config {
-    /// Checks what `--addr`/`WARPWATCH_ADDR` and `--data-dir`/`WARPWATCH_DATA_DIR` gave (`None`:
-    /// neither), and reads `PORT` and `RUST_LOG` from `env`.
-    pub fn resolve(
-        addr: Option<Given<'_>>,
-        data_dir: Option<Given<'_>>,
-        env: EnvLookup<'_>,
-    ) -> Result<Config, UsageError> {
-        let addr = match addr {
+    /// Checks what the flags gave, and reads `PORT` and `RUST_LOG` from `env`.
+    pub fn resolve(flags: Flags<'_>, env: EnvLookup<'_>) -> Result<Config, UsageError> {
+        let addr = match flags.addr {
             Some(g) => parse_addr(g.source, utf8(g)?)?,
             None => port_from_env(env)?,
         };
-        let data_dir = match data_dir {
+        let data_dir = match flags.data_dir {
             Some(g) => Some(parse_dir(g)?),
             None => None,
+        };
+        let header_timeout = match flags.header_timeout {
+            Some(g) => parse_timeout(g)?,
+            None => DEFAULT_HEADER_TIMEOUT,
+        };
+        let idle_timeout = match flags.idle_timeout {
+            Some(g) => parse_timeout(g)?,
+            None => DEFAULT_IDLE_TIMEOUT,
         };
         let log = match env_value(env, ENV_LOG)? {
             Some(v) => {
@@ -85,6 +113,8 @@ impl Config {
             addr,
             data_dir,
             log,
+            header_timeout,
+            idle_timeout,
         })
     }
 }
@@ -157,6 +187,23 @@ fn parse_dir(given: Given<'_>) -> Result<PathBuf, UsageError> {
         ))),
         _ => Ok(dir),
     }
+}
+
+/// Whole seconds from 1 to [`MAX_TIMEOUT_SECS`].
+fn parse_timeout(given: Given<'_>) -> Result<Duration, UsageError> {
+    let source = given.source;
+    let value = utf8(given)?;
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|s| (1..=MAX_TIMEOUT_SECS).contains(s))
+        .map(Duration::from_secs)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "invalid {source} '{value}': expected whole seconds from 1 to {MAX_TIMEOUT_SECS}, e.g. 30"
+            ))
+        })
 }
 
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
@@ -242,20 +289,36 @@ mod tests {
         })
     }
 
+    fn addr<'a>(source: &'a str, value: &'a str) -> Flags<'a> {
+        Flags {
+            addr: flag(source, value),
+            ..Flags::default()
+        }
+    }
+
+    fn data_dir<'a>(source: &'a str, value: &'a str) -> Flags<'a> {
+        Flags {
+            data_dir: flag(source, value),
+            ..Flags::default()
+        }
+    }
+
     #[test]
     fn defaults_apply_when_nothing_is_set() {
-        let c = Config::resolve(None, None, &env_of(&[])).unwrap();
+        let c = Config::resolve(Flags::default(), &env_of(&[])).unwrap();
         assert_eq!(c.addr, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(c.data_dir, None);
         assert_eq!(c.log, "info");
+        assert_eq!(c.header_timeout, DEFAULT_HEADER_TIMEOUT);
+        assert_eq!(c.idle_timeout, DEFAULT_IDLE_TIMEOUT);
     }
 
     #[test]
     fn given_address_beats_port() {
         let env = env_of(&[("PORT", "7000")]);
-        let c = Config::resolve(flag("--addr", "127.0.0.1:1234"), None, &env).unwrap();
+        let c = Config::resolve(addr("--addr", "127.0.0.1:1234"), &env).unwrap();
         assert_eq!(c.addr.port(), 1234);
-        let c = Config::resolve(None, None, &env).unwrap();
+        let c = Config::resolve(Flags::default(), &env).unwrap();
         assert_eq!(c.addr, "0.0.0.0:7000".parse().unwrap());
         let env = env_of(&[("WARPWATCH_ADDR", "127.0.0.1:9000"), ("PORT", "7000")]);
         assert_eq!(addr_from_env(&env).unwrap().port(), 9000);
@@ -265,11 +328,11 @@ mod tests {
 
     #[test]
     fn errors_name_their_source() {
-        let e = Config::resolve(flag("--addr", "localhost"), None, &env_of(&[])).unwrap_err();
+        let e = Config::resolve(addr("--addr", "localhost"), &env_of(&[])).unwrap_err();
         assert!(e.0.contains("--addr") && e.0.contains("IP:PORT"), "{e}");
-        let e = Config::resolve(None, None, &env_of(&[("PORT", "http")])).unwrap_err();
+        let e = Config::resolve(Flags::default(), &env_of(&[("PORT", "http")])).unwrap_err();
         assert!(e.0.starts_with("invalid PORT 'http'"), "{e}");
-        let e = Config::resolve(None, flag("WARPWATCH_DATA_DIR", " "), &env_of(&[])).unwrap_err();
+        let e = Config::resolve(data_dir("WARPWATCH_DATA_DIR", " "), &env_of(&[])).unwrap_err();
         assert!(e.0.starts_with("invalid WARPWATCH_DATA_DIR: empty"), "{e}");
     }
 
@@ -277,14 +340,14 @@ mod tests {
     fn data_dir_must_not_be_a_file() {
         let file = std::env::current_exe().unwrap();
         let file = file.to_str().unwrap();
-        let e = Config::resolve(None, flag("--data-dir", file), &env_of(&[])).unwrap_err();
+        let e = Config::resolve(data_dir("--data-dir", file), &env_of(&[])).unwrap_err();
         assert!(
             e.0.contains("--data-dir") && e.0.contains("not a directory"),
             "{e}"
         );
         let dir = std::env::temp_dir();
         let dir = dir.to_str().unwrap();
-        let c = Config::resolve(None, flag("--data-dir", dir), &env_of(&[])).unwrap();
+        let c = Config::resolve(data_dir("--data-dir", dir), &env_of(&[])).unwrap();
         assert_eq!(c.data_dir, Some(PathBuf::from(dir)));
     }
 

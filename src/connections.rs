@@ -2,10 +2,10 @@
 //! once, error accounting, and the drain on stop.
 //!
 //! What a hostile or broken client can hold, and for how long:
-//! - a connection must deliver a complete request head within [`HEADER_READ_TIMEOUT`] of opening,
-//!   or of the first byte of a later request;
-//! - a kept-alive connection may sit idle between requests for [`IDLE_TIMEOUT`], and a response
-//!   the client does not read may stall for as long;
+//! - a connection must deliver a complete request head within [`Limits::header_read_timeout`]
+//!   (10 s by default) of opening, or of the first byte of a later request;
+//! - a kept-alive connection may sit idle between requests for [`Limits::idle_timeout`] (30 s by
+//!   default), and a response the client does not read may stall for as long;
 //! - a request head over [`MAX_REQUEST_HEAD`] bytes is answered 431 and the connection closed;
 //! - at most [`Limits::max_connections`] are open; when a new connection arrives at the cap, the
 //!   oldest open connection is closed to make room. The listener keeps accepting, so a probe or a
@@ -38,16 +38,8 @@ use tokio::sync::Notify;
 use warp::http::Request;
 use warp::reply::Response;
 
+use crate::config::{DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
 use crate::metrics::{self, ConnectionError};
-
-/// Longest wait for a complete request head, from a connection's opening or the end of its
-/// previous response. Generous for any real client on any network; short enough that a flood of
-/// half-sent requests drains by itself.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Longest a kept-alive connection may wait for its next request, or a response for its reader.
-/// Above Prometheus' default scrape interval (15 s), so a scraper keeps its connection.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Granularity of the connection clock: timeouts fire up to this much late.
 const CLOCK_TICK: Duration = Duration::from_millis(250);
@@ -88,7 +80,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The defaults, with the cap fitted under `open_files`, the process's open-file limit:
+    /// The default timeouts, with the cap fitted under `open_files`, the process's open-file limit:
     /// `min(MAX_CONNECTIONS, open_files - FD_RESERVE)`.
     pub fn for_open_files(open_files: u64) -> Result<Limits, String> {
         let cap = open_files.saturating_sub(FD_RESERVE);
@@ -101,8 +93,8 @@ impl Limits {
             ));
         }
         Ok(Limits {
-            header_read_timeout: HEADER_READ_TIMEOUT,
-            idle_timeout: IDLE_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: usize::try_from(cap)
                 .map_or(MAX_CONNECTIONS, |c| c.min(MAX_CONNECTIONS)),
         })

@@ -73,7 +73,11 @@ pub fn run(config: Config) -> ExitCode {
         .map_err(|e| format!("cannot read the open-file limit: {e}"))
         .and_then(Limits::for_open_files)
     {
-        Ok(limits) => limits,
+        Ok(limits) => Limits {
+            header_read_timeout: config.header_timeout,
+            idle_timeout: config.idle_timeout,
+            ..limits
+        },
         Err(e) => return fatal(EXIT_FAILURE, &e),
     };
     // Held until the process exits: taken before the count is read, so two processes never

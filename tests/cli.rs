@@ -48,6 +48,18 @@ fn invalid_configuration_exits_2_naming_the_setting() {
         (&[], &[("RUST_LOG", "warpwatch=loud")], "RUST_LOG"),
         // env_logger would read a bare non-level word as a module name and silence everything.
         (&[], &[("RUST_LOG", "verbose")], "RUST_LOG"),
+        (&["--header-timeout", "0"], &[], "--header-timeout"),
+        (&["--idle-timeout", "3601"], &[], "--idle-timeout"),
+        (
+            &[],
+            &[("WARPWATCH_IDLE_TIMEOUT", "1.5")],
+            "WARPWATCH_IDLE_TIMEOUT",
+        ),
+        (
+            &[],
+            &[("WARPWATCH_HEADER_TIMEOUT", "ten")],
+            "WARPWATCH_HEADER_TIMEOUT",
+        ),
         (&["--verbose"], &[], "--verbose"),
         (&["serve"], &[], "serve"),
     ];
@@ -68,6 +80,7 @@ fn invalid_configuration_exits_2_naming_the_setting() {
     // The accepted form is spelled out.
     assert!(stderr_of(&run(&[], &[("WARPWATCH_ADDR", "x")])).contains("IP:PORT"));
     assert!(stderr_of(&run(&[], &[("RUST_LOG", "verbose")])).contains("MODULE=LEVEL"));
+    assert!(stderr_of(&run(&["--idle-timeout", "0"], &[])).contains("from 1 to 3600"));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::exposition::Exposition;
 use common::http::{self, Conn};
 use common::{Service, eventually, rss_kib};
-use warpwatch::connections::{FD_RESERVE, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS};
+use warpwatch::connections::{FD_RESERVE, MAX_CONNECTIONS};
 
 fn scrape(addr: SocketAddr) -> Exposition {
     let r = http::get(addr, "/metrics");
@@ -67,8 +67,10 @@ fn operator_lines(logs: &str) -> Vec<&str> {
 #[test]
 fn half_sent_requests_cannot_take_the_port_offline() {
     let nofile = 256;
+    let header_timeout = Duration::from_secs(3);
     let args = ["--addr".to_owned(), "127.0.0.1:0".to_owned()];
-    let mut svc = Service::start_with_nofile(&args, &[("RUST_LOG", "info")], nofile);
+    let env = [("RUST_LOG", "info"), ("WARPWATCH_HEADER_TIMEOUT", "3")];
+    let mut svc = Service::start_with_nofile(&args, &env, nofile);
     let cap = (nofile - FD_RESERVE) as usize;
 
     let started = Instant::now();
@@ -90,7 +92,7 @@ fn half_sent_requests_cannot_take_the_port_offline() {
     assert!(value(&m, "warpwatch_connections_evicted_total", &[]) >= 1.0);
 
     // Evicted or not, every one is closed by the end of the header-read timeout.
-    let limit = HEADER_READ_TIMEOUT + Duration::from_secs(3);
+    let limit = header_timeout + Duration::from_secs(3);
     for s in &mut attack {
         let left = limit.saturating_sub(started.elapsed());
         assert!(
@@ -121,10 +123,26 @@ fn half_sent_requests_cannot_take_the_port_offline() {
 }
 
 /// A half-sent request is closed after the header-read timeout; an idle kept-alive connection
-/// after the idle timeout; a connection that keeps asking stays open past both.
+/// after the idle timeout; a connection that keeps asking stays open past both. Both timeouts as
+/// configured by their flags, and reported in the startup line.
 #[test]
 fn idle_and_half_sent_connections_are_closed_on_time() {
-    let svc = Service::start(None);
+    let (header_timeout, idle_timeout) = (Duration::from_secs(3), Duration::from_secs(6));
+    let args = [
+        "--addr",
+        "127.0.0.1:0",
+        "--header-timeout",
+        "3",
+        "--idle-timeout",
+        "6",
+    ]
+    .map(String::from);
+    let svc = Service::start_with(&args, &[("RUST_LOG", "info")]);
+    assert!(
+        svc.logs().contains("header timeout: 3s, idle timeout: 6s"),
+        "{}",
+        svc.logs()
+    );
     let t0 = Instant::now();
     let mut half = half_sent(svc.addr, b"GET /healthz HTTP/1.1\r\nHost:");
     let mut idle = Conn::open(svc.addr).unwrap();
@@ -132,16 +150,16 @@ fn idle_and_half_sent_connections_are_closed_on_time() {
     let mut busy = Conn::open(svc.addr).unwrap();
     assert_eq!(busy.get("/healthz").unwrap().status, 200);
 
-    let slack = Duration::from_secs(2);
+    let slack = Duration::from_secs(1);
     let half_closed_at = std::thread::spawn(move || {
-        let open_until = HEADER_READ_TIMEOUT - slack;
+        let open_until = header_timeout - slack;
         let early = closed_within(&mut half, open_until);
         let on_time = early || closed_within(&mut half, 2 * slack);
         (early, on_time, t0.elapsed())
     });
     // The busy connection asks every second until past the idle timeout.
-    while t0.elapsed() < IDLE_TIMEOUT + slack {
-        std::thread::sleep(Duration::from_secs(1));
+    while t0.elapsed() < idle_timeout + slack {
+        std::thread::sleep(Duration::from_millis(500));
         let r = busy.get("/healthz");
         assert_eq!(r.unwrap().status, 200, "at {:?}", t0.elapsed());
     }
