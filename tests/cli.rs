@@ -27,6 +27,30 @@ fn help_and_version() {
     ] {
         assert!(help.contains(word), "--help does not mention {word}");
     }
+    // Each timeout's line says what it bounds, its default and its variable (clap may wrap it).
+    let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for (flag, bounds, default, var) in [
+        (
+            "--header-timeout <SECONDS>",
+            "complete request head",
+            "[default: 10]",
+            "WARPWATCH_HEADER_TIMEOUT",
+        ),
+        (
+            "--idle-timeout <SECONDS>",
+            "kept-alive connection may sit idle",
+            "[default: 30]",
+            "WARPWATCH_IDLE_TIMEOUT",
+        ),
+    ] {
+        let line = flat
+            .split_once(flag)
+            .map(|(_, rest)| rest.split(" --").next().unwrap_or_default())
+            .unwrap_or_else(|| panic!("--help has no {flag}: {help}"));
+        for part in [bounds, default, var] {
+            assert!(line.contains(part), "{flag}: no {part:?} in {line:?}");
+        }
+    }
     let out = run(&["--version"], &[]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
@@ -81,6 +105,17 @@ fn invalid_configuration_exits_2_naming_the_setting() {
     assert!(stderr_of(&run(&[], &[("WARPWATCH_ADDR", "x")])).contains("IP:PORT"));
     assert!(stderr_of(&run(&[], &[("RUST_LOG", "verbose")])).contains("MODULE=LEVEL"));
     assert!(stderr_of(&run(&["--idle-timeout", "0"], &[])).contains("from 1 to 3600"));
+    // A usage error names the command it belongs to, and the help to read.
+    let probe = stderr_of(&run(&["probe", "--retries", "3"], &[]));
+    assert!(
+        probe.starts_with("warpwatch probe: ") && probe.contains("see warpwatch probe --help"),
+        "{probe}"
+    );
+    let server = stderr_of(&run(&["--retries", "3"], &[]));
+    assert!(
+        server.starts_with("warpwatch: ") && server.contains("see warpwatch --help"),
+        "{server}"
+    );
 }
 
 #[test]
@@ -247,4 +282,26 @@ fn probe_exit_codes() {
         let out = run(args, &[]);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr_of(&out));
     }
+}
+
+/// Compose files often pass `VAR=` through: an empty variable is no value, not an invalid one.
+#[test]
+fn empty_variables_count_as_unset() {
+    let args = ["--addr", "127.0.0.1:0"].map(String::from);
+    let env = [
+        ("WARPWATCH_DATA_DIR", ""),
+        ("WARPWATCH_HEADER_TIMEOUT", ""),
+        ("WARPWATCH_IDLE_TIMEOUT", ""),
+        ("RUST_LOG", ""),
+    ];
+    let mut svc = Service::start_with(&args, &env);
+    let logs = svc.logs();
+    for default in [
+        "data dir: none, in memory",
+        "log: info",
+        "header timeout: 10s, idle timeout: 30s",
+    ] {
+        assert!(logs.contains(default), "no {default:?} in {logs}");
+    }
+    assert_eq!(svc.stop().code(), Some(0), "{}", svc.logs());
 }
