@@ -323,3 +323,47 @@ fn logs_are_plain_leveled_lines_with_access_log_at_debug() {
         svc.logs()
     );
 }
+
+/// A slow request is logged at warn, at the default log level, with its timing; fast ones are
+/// not. The slowness is real: strace delays the `/proc` reads of the process collector, which
+/// happen inside the `/metrics` handler.
+#[test]
+fn slow_requests_are_logged_at_warn() {
+    let dir = TempDir::new("slow");
+    let mut svc = Service::start(None);
+    let trace = common::Strace::attach(
+        svc.pid(),
+        "openat",
+        &["-e", "inject=openat:delay_enter=300000"],
+        &dir.file("strace"),
+    );
+    let t = std::time::Instant::now();
+    assert_eq!(http::get(svc.addr, "/metrics").status, 200);
+    let took = t.elapsed();
+    drop(trace);
+    assert_eq!(http::get(svc.addr, "/healthz").status, 200);
+    assert_eq!(svc.stop().code(), Some(0));
+    let logs = svc.logs();
+    let slow: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("GET /metrics 200 in"))
+        .collect();
+    assert!(took >= Duration::from_millis(500), "not slowed: {took:?}");
+    assert_eq!(slow.len(), 1, "{logs}");
+    assert!(
+        slow[0].trim_start().starts_with("WARN") && slow[0].contains("warpwatch::access"),
+        "{}",
+        slow[0]
+    );
+    let ms: f64 = slow[0]
+        .rsplit(" in ")
+        .next()
+        .and_then(|t| t.strip_suffix(" ms"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no timing in {}", slow[0]));
+    assert!(
+        ms >= 500.0 && ms <= took.as_secs_f64() * 1e3,
+        "{ms} ms, took {took:?}"
+    );
+    assert!(!logs.contains("GET /healthz"), "{logs}");
+}

@@ -3,7 +3,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::exposition::Exposition;
 use common::http::{self, Conn};
@@ -259,4 +259,30 @@ fn parser_accepts_valid_and_rejects_invalid_text() {
             "accepted {bad:?}"
         );
     }
+}
+
+/// The process collector reads `/proc` at most once a second, however often `/metrics` is
+/// scraped (a tight scrape loop costs no extra file reads); the next scrape after a second
+/// reads it afresh.
+#[test]
+fn process_metrics_are_read_from_proc_at_most_once_a_second() {
+    let dir = TempDir::new("proc-cache");
+    let svc = Service::start(None);
+    let trace = common::Strace::attach(svc.pid(), "openat", &[], &dir.file("strace"));
+    let started = Instant::now();
+    let mut conn = Conn::open(svc.addr).unwrap();
+    for _ in 0..5 {
+        assert_eq!(conn.get("/metrics").unwrap().status, 200);
+    }
+    let burst = started.elapsed();
+    std::thread::sleep(Duration::from_millis(1100));
+    let m = Exposition::parse(&conn.get("/metrics").unwrap().body);
+    assert!(m.value("process_resident_memory_bytes", &[]).unwrap() > 0.0);
+    let lines = trace.detach();
+    let reads = lines
+        .lines()
+        .filter(|l| l.contains("\"limits\"") || l.contains("/limits\""))
+        .count();
+    assert!(burst < Duration::from_millis(900), "burst took {burst:?}");
+    assert_eq!(reads, 2, "/proc/PID/limits opened {reads} times:\n{lines}");
 }

@@ -332,3 +332,69 @@ pub fn json_field(body: &str, key: &str) -> String {
         rest.split([',', '}']).next().unwrap().trim().to_owned()
     }
 }
+
+/// strace attached to a running process: the system calls it makes, seen from outside, and
+/// faults injected into them (a slow disk, a slow `/proc`). Detaches on drop.
+pub struct Strace {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Strace {
+    /// Attaches to every thread of `pid`, tracing `syscalls` (strace's `-e trace=` list) into
+    /// `out`, with `extra` arguments (e.g. `-e inject=openat:delay_enter=600000`). Returns once
+    /// strace reports the process attached.
+    pub fn attach(pid: i32, syscalls: &str, extra: &[&str], out: &Path) -> Strace {
+        let mut child = Command::new("strace")
+            .args(["-f", "-p", &pid.to_string(), "-e"])
+            .arg(format!("trace={syscalls}"))
+            .args(extra)
+            .arg("-o")
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run strace ({e}): install it (Debian: apt-get install strace)")
+            });
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        match lines.next() {
+            Some(Ok(line)) if line.contains("attached") => {}
+            other => {
+                let _ = child.kill();
+                panic!(
+                    "strace did not attach to {pid}: {other:?} (ptrace needs root or CAP_SYS_PTRACE)"
+                );
+            }
+        }
+        // The other threads' "attached" lines follow at once; keep the pipe drained.
+        std::thread::spawn(move || lines.for_each(drop));
+        std::thread::sleep(Duration::from_millis(200));
+        Strace {
+            child,
+            out: out.to_owned(),
+        }
+    }
+
+    /// Detaches (SIGINT, as at a terminal) and returns every traced line.
+    pub fn detach(mut self) -> String {
+        self.stop();
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Strace {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
