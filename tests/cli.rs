@@ -179,7 +179,9 @@ fn port_in_use_is_a_clear_error() {
     let stderr = stderr_of(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("cannot listen on {addr}")) && stderr.contains("in use"),
+        stderr.contains(&format!("cannot listen on {addr}"))
+            && stderr.contains("in use")
+            && stderr.contains("another process is listening there"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -191,6 +193,44 @@ fn port_in_use_is_a_clear_error() {
         stderr.contains(&format!("cannot listen on {addr}")),
         "{stderr}"
     );
+}
+
+/// Each cause of a failed bind gets its own advice, on one line, with exit status 1.
+#[test]
+fn bind_errors_say_what_to_do() {
+    // An address of no local interface (TEST-NET-1, RFC 5737).
+    let out = run(&["--addr", "192.0.2.1:8080"], &[]);
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot listen on 192.0.2.1:8080")
+            && stderr.contains("no local interface has that IP"),
+        "{stderr}"
+    );
+    // A privileged port without CAP_NET_BIND_SERVICE: root drops it with setpriv (util-linux).
+    // SAFETY: geteuid(2) only reads the process's credentials.
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args([
+            "--inh-caps=-net_bind_service",
+            "--bounding-set=-net_bind_service",
+        ]);
+        cmd.arg(common::BIN);
+        cmd
+    } else {
+        common::command()
+    };
+    cmd.args(["--addr", "127.0.0.1:81"]);
+    let out = common::run_command(cmd, Duration::from_secs(8));
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot listen on 127.0.0.1:81")
+            && stderr.contains("ports below 1024 need privileges"),
+        "{stderr}"
+    );
+    let errors = stderr.lines().filter(|l| l.contains("ERROR")).count();
+    assert_eq!(errors, 1, "{stderr}");
 }
 
 /// Runs `warpwatch probe ARGS`, which must fail (exit 1) with one line naming `reason`.

@@ -43,6 +43,11 @@ fn values_follow_a_known_request_sequence() {
         conn.send("BREW", "/healthz", &[], false).unwrap().status,
         405
     );
+    // Every standard method keeps its own label; only extension methods share OTHER.
+    for method in ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"] {
+        let r = conn.send(method, "/visits", &[], false).unwrap();
+        assert_eq!(r.status, 405, "{method}");
+    }
     conn.get("/readyz").unwrap();
 
     let m = scrape(&svc);
@@ -68,6 +73,9 @@ fn values_follow_a_known_request_sequence() {
     assert_eq!(requests("POST", "/visits", "405"), Some(1.0));
     assert_eq!(requests("HEAD", "/healthz", "200"), Some(1.0));
     assert_eq!(requests("OTHER", "/healthz", "405"), Some(1.0));
+    for method in ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"] {
+        assert_eq!(requests(method, "/visits", "405"), Some(1.0), "{method}");
+    }
     assert_eq!(requests("GET", "/readyz", "200"), Some(1.0));
     // Pre-created so rate() sees the first request; nothing has hit them yet.
     assert_eq!(requests("GET", "/healthz", "200"), Some(0.0));
@@ -116,6 +124,11 @@ fn values_follow_a_known_request_sequence() {
         ("POST", "/visits"),
         ("HEAD", "/healthz"),
         ("OTHER", "/healthz"),
+        ("PUT", "/visits"),
+        ("DELETE", "/visits"),
+        ("PATCH", "/visits"),
+        ("OPTIONS", "/visits"),
+        ("TRACE", "/visits"),
     ]
     .into();
     assert_eq!(pairs, expected);
