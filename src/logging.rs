@@ -28,6 +28,16 @@ fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
         let name = thread.name().unwrap_or("unnamed");
-        log::error!(target: "warpwatch::panic", "thread '{name}' panicked: {info}");
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        // The standard hook's text puts the message on a line of its own, and a message may
+        // hold line breaks itself: either would split one event in journald and Loki.
+        let message = info
+            .payload_as_str()
+            .unwrap_or("(no message)")
+            .replace(['\r', '\n'], " ");
+        log::error!(target: "warpwatch::panic", "thread '{name}' panicked{at}: {message}");
     }));
 }

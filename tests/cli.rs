@@ -345,3 +345,48 @@ fn empty_variables_count_as_unset() {
     }
     assert_eq!(svc.stop().code(), Some(0), "{}", svc.logs());
 }
+
+/// The runtime starts one worker per CPU, as the startup line says; and when the OS refuses a
+/// thread (a pids limit), the panic that follows is one error line, not the standard hook's
+/// multi-line dump. The refusal is real: the process runs with a limit of one process for its
+/// user (root ignores that limit, so root runs it as nobody).
+#[test]
+fn workers_follow_the_cpus_and_a_panic_is_one_error_line() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let mut svc = Service::start(None);
+    assert!(
+        svc.logs().contains(&format!("workers: {cpus},")),
+        "{cpus} CPUs: {}",
+        svc.logs()
+    );
+    assert_eq!(svc.stop().code(), Some(0));
+    assert!(
+        cpus >= 2,
+        "this test needs 2 CPUs: on one the service starts no thread that could be refused"
+    );
+
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--nproc=1:1");
+    // SAFETY: geteuid(2) only reads the process's credentials.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]);
+    }
+    cmd.args([common::BIN, "--addr", "127.0.0.1:0"]);
+    let out = common::run_command(cmd, Duration::from_secs(8));
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(101), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.contains("WARN")).collect();
+    assert_eq!(lines.len(), 1, "one line expected: {stderr}");
+    assert!(
+        lines[0].trim_start().starts_with("ERROR")
+            && lines[0].contains("warpwatch::panic")
+            && lines[0].contains("thread 'main' panicked at ")
+            && lines[0].contains("can't spawn worker thread"),
+        "{stderr}"
+    );
+}
