@@ -34,8 +34,11 @@ fn install_panic_hook() {
             .unwrap_or_default();
         // The standard hook's text puts the message on a line of its own, and a message may
         // hold line breaks itself: either would split one event in journald and Loki.
-        let message = info
-            .payload_as_str()
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(no message)")
             .replace(['\r', '\n'], " ");
         log::error!(target: "warpwatch::panic", "thread '{name}' panicked{at}: {message}");
