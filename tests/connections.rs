@@ -292,3 +292,48 @@ fn half_sent_requests_do_not_delay_a_stop() {
     );
     drop(held);
 }
+
+/// The soft and hard open-file limits of a running process, from `/proc/PID/limits`.
+fn nofile_limits(pid: i32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (values[0], values[1])
+}
+
+/// The soft open-file limit is raised towards the hard one as far as the connection cap can use
+/// (systemd's default is soft 1024 under hard 524288), never above the hard limit, and never
+/// lowered; the cap follows what was reached.
+#[test]
+fn soft_open_file_limit_is_raised_as_far_as_the_cap_uses() {
+    let wanted = MAX_CONNECTIONS as u64 + FD_RESERVE;
+    let args = ["--addr".to_owned(), "127.0.0.1:0".to_owned()];
+    for (start, raised) in [
+        ((300, 1000), (1000, 1000)),
+        ((300, 10_000), (wanted, 10_000)),
+        ((5000, 5000), (5000, 5000)),
+        ((1000, wanted), (wanted, wanted)),
+    ] {
+        let mut svc = Service::start_with_nofile_soft(&args, &[("RUST_LOG", "info")], start);
+        assert_eq!(nofile_limits(svc.pid()), raised, "starting from {start:?}");
+        let cap = (raised.0 - FD_RESERVE).min(MAX_CONNECTIONS as u64);
+        let m = scrape(svc.addr);
+        assert_eq!(
+            value(&m, "warpwatch_connections_max", &[]),
+            cap as f64,
+            "starting from {start:?}"
+        );
+        assert!(
+            svc.logs().contains(&format!("max connections: {cap},")),
+            "{}",
+            svc.logs()
+        );
+        assert_eq!(svc.stop().code(), Some(0));
+    }
+}

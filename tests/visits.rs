@@ -516,3 +516,34 @@ fn sigterm_to_service_and_writer_together_persists_every_visit() {
     assert_eq!(stored(&dir), last, "{}", svc.logs());
     assert!(!svc.logged("writer process is gone"), "{}", svc.logs());
 }
+
+/// On a clean stop the service ends its writer and reaps it before it exits (seen in its system
+/// calls): no orphaned writer finishing a write after the service's own final one.
+#[test]
+fn a_clean_stop_reaps_the_writer_before_exiting() {
+    let dir = TempDir::new("writer-reaped");
+    let mut svc = Service::start(Some(dir.path()));
+    let writer = writer_pid(&svc);
+    let trace = common::Strace::attach(svc.pid(), "wait4,exit_group", &[], &dir.file("strace"));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    let last = visit_json(&mut conn).unwrap();
+    drop(conn);
+    svc.signal(libc::SIGTERM);
+    assert_eq!(
+        svc.wait(Duration::from_secs(15)).code(),
+        Some(0),
+        "{}",
+        svc.logs()
+    );
+    let lines = trace.detach();
+    // The call may be split into `wait4(PID, <unfinished ...>` and `<... wait4 resumed> ... = PID`.
+    let reaped = lines
+        .lines()
+        .position(|l| l.contains("wait4") && l.ends_with(&format!("= {writer}")));
+    let exited = lines.lines().position(|l| l.contains("exit_group("));
+    assert!(
+        reaped.is_some() && reaped < exited,
+        "writer {writer} not reaped before the exit:\n{lines}"
+    );
+    assert_eq!(stored(&dir), last);
+}

@@ -135,6 +135,17 @@ impl Service {
         Service::spawn(cmd)
     }
 
+    /// Like [`Service::start_with`], with the open-file limit's soft and hard values set apart.
+    pub fn start_with_nofile_soft(
+        args: &[String],
+        env: &[(&str, &str)],
+        (soft, hard): (u64, u64),
+    ) -> Service {
+        let mut cmd = service_command(args, env);
+        set_rlimit(&mut cmd, libc::RLIMIT_NOFILE, (soft, hard));
+        Service::spawn(cmd)
+    }
+
     fn spawn(mut cmd: Command) -> Service {
         let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -250,22 +261,22 @@ fn service_command(args: &[String], env: &[(&str, &str)]) -> Command {
 
 /// Makes `cmd` start with `RLIMIT_NOFILE` = `nofile` (soft and hard, so it cannot be raised).
 pub fn limit_nofile(cmd: &mut Command, nofile: u64) {
-    set_rlimit(cmd, libc::RLIMIT_NOFILE, nofile);
+    set_rlimit(cmd, libc::RLIMIT_NOFILE, (nofile, nofile));
 }
 
 /// Makes `cmd` start with its address space (virtual memory) limited to `bytes`.
 pub fn limit_address_space(cmd: &mut Command, bytes: u64) {
-    set_rlimit(cmd, libc::RLIMIT_AS, bytes);
+    set_rlimit(cmd, libc::RLIMIT_AS, (bytes, bytes));
 }
 
-fn set_rlimit(cmd: &mut Command, resource: libc::__rlimit_resource_t, value: u64) {
+fn set_rlimit(cmd: &mut Command, resource: libc::__rlimit_resource_t, (soft, hard): (u64, u64)) {
     use std::os::unix::process::CommandExt;
     // SAFETY: between fork and exec the closure only calls setrlimit, which is async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
             let lim = libc::rlimit {
-                rlim_cur: value,
-                rlim_max: value,
+                rlim_cur: soft,
+                rlim_max: hard,
             };
             if libc::setrlimit(resource, &lim) == 0 {
                 Ok(())
