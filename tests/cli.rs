@@ -263,6 +263,34 @@ fn fake_server(answer: Option<&'static str>) -> (String, std::thread::JoinHandle
     (url, handle)
 }
 
+/// A server that reads the request and resets the connection (SO_LINGER 0, then close).
+fn resetting_server() -> (String, std::thread::JoinHandle<()>) {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/healthz", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt reads the struct we own, on a socket we own.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                std::ptr::from_ref(&linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+    });
+    (url, handle)
+}
+
 #[test]
 fn probe_exit_codes() {
     let svc = Service::start(None);
@@ -272,8 +300,24 @@ fn probe_exit_codes() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("200"));
     // The default URL is the service's own /healthz, found like the server finds its address.
-    let out = run(&["probe"], &[("PORT", &svc.addr.port().to_string())]);
+    let port = svc.addr.port();
+    let out = run(&["probe"], &[("PORT", &port.to_string())]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    // All interfaces are probed on loopback, IPv4 and IPv6 alike.
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with(&format!("ok: http://127.0.0.1:{port}/healthz answered 200")),
+        "{out:?}"
+    );
+    let v6 = Service::start_with(&["--addr".into(), "[::1]:0".into()], &[]);
+    let any = format!("[::]:{}", v6.addr.port());
+    let out = run(&["probe"], &[("WARPWATCH_ADDR", &any)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with(&format!("ok: http://[::1]:{}/healthz", v6.addr.port())),
+        "{out:?}"
+    );
     let out = run(
         &["probe", "--timeout", "2"],
         &[("WARPWATCH_ADDR", &svc.addr.to_string())],
@@ -309,6 +353,14 @@ fn probe_exit_codes() {
     // Not HTTP at all.
     let (url, server) = fake_server(Some("SSH-2.0-OpenSSH_9.6\r\n"));
     probe_fails(&[&url], "not an HTTP answer");
+    server.join().unwrap();
+
+    // Closed, or reset, before a complete answer.
+    let (url, server) = fake_server(Some("HTTP/1.1 200 OK\r\nContent-"));
+    probe_fails(&[&url], "connection closed without a complete answer");
+    server.join().unwrap();
+    let (url, server) = resetting_server();
+    probe_fails(&[&url], "connection reset by the server");
     server.join().unwrap();
 
     // Usage errors are 2.
