@@ -217,13 +217,12 @@ impl Shared {
         self.order.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Closes the oldest open connection that is not already closing.
+    /// Closes the oldest open connection. An evicted one leaves the order at once, so every
+    /// entry still there that is alive is not closing yet.
     fn evict_oldest(&self) {
         let mut order = self.order();
         while let Some(weak) = order.pop_front() {
-            if let Some(control) = weak.upgrade()
-                && control.state.load(Ordering::Acquire) < CLOSE
-            {
+            if let Some(control) = weak.upgrade() {
                 control.signal(CLOSE);
                 metrics::CONNECTIONS_EVICTED_TOTAL.inc();
                 return;

@@ -172,6 +172,13 @@ fn idle_and_half_sent_connections_are_closed_on_time() {
     assert_eq!(busy.get("/healthz").unwrap().status, 200);
     let (early, on_time, at) = half_closed_at.join().unwrap();
     assert!(!early && on_time, "half-sent request closed at {at:?}");
+    // The half-sent request timed out; the idle connection's close was a normal end.
+    let timeouts = value(
+        &scrape(svc.addr),
+        "warpwatch_connection_errors_total",
+        &[("kind", "timeout")],
+    );
+    assert_eq!(timeouts, 1.0);
 }
 
 fn open_fds(pid: i32) -> usize {
@@ -336,4 +343,118 @@ fn soft_open_file_limit_is_raised_as_far_as_the_cap_uses() {
         );
         assert_eq!(svc.stop().code(), Some(0));
     }
+}
+
+/// Splits a stream of HTTP/1.1 responses into (status, whole) pairs: `whole` is false for a
+/// response cut short (fewer body bytes than its Content-Length).
+fn responses(mut stream: &[u8]) -> Vec<(u16, bool)> {
+    let mut out = Vec::new();
+    while !stream.is_empty() {
+        let Some(end) = stream.windows(4).position(|w| w == b"\r\n\r\n") else {
+            out.push((0, false));
+            break;
+        };
+        let head = String::from_utf8_lossy(&stream[..end]).to_ascii_lowercase();
+        let status = head[9..12].parse().unwrap_or(0);
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        let body = &stream[end + 4..];
+        out.push((status, body.len() >= length));
+        stream = &body[length.min(body.len())..];
+    }
+    out
+}
+
+/// A stop signal lets the responses a connection is writing finish (within the drain time), and
+/// takes no further request on it: a client that pipelined more scrapes than the kernel's socket
+/// buffers hold and reads them only after the signal gets whole answers, then the close (no
+/// reset: the service had read every request), and the service exits 0 once it is done.
+#[test]
+fn responses_being_written_at_a_stop_are_finished_before_the_exit() {
+    // All requests fit in the service's 16 KiB read buffer, so none is left unread at the close.
+    let request = "GET /metrics HTTP/1.1\r\nHost:a\r\n\r\n";
+    let pipelined = 16 * 1024 / request.len();
+    let mut svc = Service::start(None);
+    let answer_size = http::get(svc.addr, "/metrics").body.len();
+    let send_buffer_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        pipelined * answer_size > send_buffer_max + (1 << 20),
+        "{pipelined} answers of {answer_size} bytes fit in a {send_buffer_max}-byte send buffer \
+         (net.ipv4.tcp_wmem): the service would finish writing before the signal"
+    );
+    let mut reader = TcpStream::connect(svc.addr).unwrap();
+    reader
+        .write_all(request.repeat(pipelined).as_bytes())
+        .unwrap();
+    // Once the bytes queued on both ends stop growing, the buffers are full and the service is
+    // blocked writing an answer.
+    let (client, server) = (reader.local_addr().unwrap().port(), svc.addr.port());
+    let queued = || {
+        use std::os::fd::AsRawFd;
+        let mut unread: libc::c_int = 0;
+        // SAFETY: FIONREAD writes the count into the int we own, for a socket we own.
+        assert_eq!(
+            unsafe { libc::ioctl(reader.as_raw_fd(), libc::FIONREAD, &mut unread) },
+            0
+        );
+        // The service's end of the connection: its send queue, from /proc/net/tcp.
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let unsent = table.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let ends = (f.get(1)?, f.get(2)?);
+            let port = |end: &str| u16::from_str_radix(end.rsplit(':').next()?, 16).ok();
+            (port(ends.0)? == server && port(ends.1)? == client)
+                .then(|| u64::from_str_radix(f.get(4)?.split(':').next()?, 16).ok())?
+        });
+        (unread, unsent.expect("the service's end in /proc/net/tcp"))
+    };
+    let (mut last, mut steady) = (queued(), 0);
+    while steady < 5 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = queued();
+        steady = if now == last && now.0 > 0 && now.1 > 0 {
+            steady + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    svc.signal(libc::SIGTERM);
+    assert!(svc.logged("SIGTERM received"), "{}", svc.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !svc.logs().contains("stopped;"),
+        "the service stopped with answers unread: {}",
+        svc.logs()
+    );
+    let mut answers = Vec::new();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    reader.read_to_end(&mut answers).unwrap();
+    let got = responses(&answers);
+    assert!(
+        !got.is_empty() && got.len() < pipelined,
+        "{} answers to {pipelined} pipelined requests",
+        got.len()
+    );
+    assert!(
+        got.iter().all(|&(status, whole)| status == 200 && whole),
+        "an answer was cut short by the stop: {:?}",
+        got.last()
+    );
+    assert_eq!(svc.wait(Duration::from_secs(10)).code(), Some(0));
+    assert!(
+        svc.logs().contains("all connections drained"),
+        "{}",
+        svc.logs()
+    );
 }
