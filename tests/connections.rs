@@ -458,3 +458,51 @@ fn responses_being_written_at_a_stop_are_finished_before_the_exit() {
         svc.logs()
     );
 }
+
+/// A kept-alive connection that starts a request after idling must complete its head within the
+/// header-read timeout from that first byte, which comes before its idle deadline; the close
+/// counts as a timeout.
+#[test]
+fn a_request_begun_after_idling_must_complete_its_head_in_time() {
+    let args = [
+        "--addr",
+        "127.0.0.1:0",
+        "--header-timeout",
+        "2",
+        "--idle-timeout",
+        "8",
+    ]
+    .map(String::from);
+    let svc = Service::start_with(&args, &[("RUST_LOG", "info")]);
+    let mut s = TcpStream::connect(svc.addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 512];
+    while !answer.ends_with(b"ok\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    // Past the header-read timeout of the first request: the connection's timer now waits for
+    // its idle deadline, which the new request head must bring forward.
+    std::thread::sleep(Duration::from_secs(3));
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost:").unwrap();
+    let begun = Instant::now();
+    let early = closed_within(&mut s, Duration::from_millis(1500));
+    let on_time = early || closed_within(&mut s, Duration::from_secs(2));
+    assert!(
+        !early && on_time,
+        "closed {:?} after the request began",
+        begun.elapsed()
+    );
+    let m = scrape(svc.addr);
+    assert_eq!(
+        value(
+            &m,
+            "warpwatch_connection_errors_total",
+            &[("kind", "timeout")]
+        ),
+        1.0
+    );
+}
