@@ -506,3 +506,122 @@ fn a_request_begun_after_idling_must_complete_its_head_in_time() {
         1.0
     );
 }
+
+/// Closes `s` with a reset (SO_LINGER 0) instead of a normal close.
+fn reset(s: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads the struct we own, on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::from_ref(&linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+/// A client that resets its connection in the middle of a request head is counted as
+/// `kind="aborted"`, not as an unexplained `other`.
+#[test]
+fn a_reset_in_the_middle_of_a_request_counts_as_aborted() {
+    let svc = Service::start(None);
+    let errors = |kind| {
+        value(
+            &scrape(svc.addr),
+            "warpwatch_connection_errors_total",
+            &[("kind", kind)],
+        )
+    };
+    for _ in 0..3 {
+        let s = half_sent(svc.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-");
+        // Let the service read what was sent before the reset arrives.
+        std::thread::sleep(Duration::from_millis(50));
+        reset(s);
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || errors("aborted") == 3.0),
+        "aborted: {}, other: {}",
+        errors("aborted"),
+        errors("other")
+    );
+    assert_eq!(errors("other"), 0.0);
+}
+
+/// When `accept` itself fails (descriptors used up by something the cap does not know of, here
+/// 150 inherited ones), the service warns at most once a second, backs off instead of spinning,
+/// and serves again as soon as descriptors are free.
+#[test]
+fn accept_failures_are_warned_once_a_second_and_retried() {
+    use std::os::unix::process::CommandExt;
+    let nofile = 256;
+    let mut cmd = common::command();
+    cmd.args(["--addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    common::limit_nofile(&mut cmd, nofile);
+    // SAFETY: between fork and exec the closure only calls dup(2), which is async-signal-safe;
+    // the duplicates of stdin carry no close-on-exec flag, so the service inherits them.
+    unsafe {
+        cmd.pre_exec(|| {
+            for _ in 0..150 {
+                if libc::dup(0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut svc = Service::spawn_command(cmd);
+    let pid = svc.pid();
+    // Connections beyond the descriptors left wait in the listen backlog while accept fails.
+    let held: Vec<TcpStream> = (0..120)
+        .map(|_| TcpStream::connect(svc.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(2500));
+    let cpu = {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<u64> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        f[0] + f[1]
+    };
+    let logs = svc.logs();
+    let warnings = logs
+        .lines()
+        .filter(|l| l.contains("cannot accept connections") && l.contains("Too many open files"))
+        .count();
+    assert!(
+        (1..=3).contains(&warnings),
+        "{warnings} warnings in 2.5 s: {logs}"
+    );
+    // Spinning on a failing accept would burn a CPU (250 ticks in 2.5 s).
+    assert!(cpu < 100, "{cpu} ticks of CPU in 2.5 s");
+    drop(held);
+    assert!(
+        eventually(Duration::from_secs(5), || http::request(
+            svc.addr,
+            "GET",
+            "/healthz",
+            &[]
+        )
+        .is_ok_and(|r| r.status == 200)),
+        "{}",
+        svc.logs()
+    );
+    assert_eq!(svc.stop().code(), Some(0), "{}", svc.logs());
+}

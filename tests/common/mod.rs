@@ -146,6 +146,11 @@ impl Service {
         Service::spawn(cmd)
     }
 
+    /// Starts `cmd`, a command of the binary's own (see [`command`]) with `--addr`.
+    pub fn spawn_command(cmd: Command) -> Service {
+        Service::spawn(cmd)
+    }
+
     fn spawn(mut cmd: Command) -> Service {
         let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
