@@ -12,6 +12,9 @@ use common::http::{self, Conn};
 use common::{Service, eventually, rss_kib};
 use warpwatch::connections::{FD_RESERVE, MAX_CONNECTIONS};
 
+/// The smallest open-file limit the service starts under: a cap of 16 connections.
+const MIN_CAP_NOFILE: u64 = FD_RESERVE + 16;
+
 fn scrape(addr: SocketAddr) -> Exposition {
     let r = http::get(addr, "/metrics");
     assert_eq!(r.status, 200);
@@ -624,4 +627,43 @@ fn accept_failures_are_warned_once_a_second_and_retried() {
         svc.logs()
     );
     assert_eq!(svc.stop().code(), Some(0), "{}", svc.logs());
+}
+
+/// At the cap the oldest connection is evicted, even after enough short-lived connections came
+/// and went that the service pruned its record of them: the long-lived ones are still known,
+/// oldest first.
+#[test]
+fn eviction_finds_the_oldest_after_much_churn() {
+    let nofile = MIN_CAP_NOFILE;
+    let cap = (nofile - FD_RESERVE) as usize;
+    let args = ["--addr".to_owned(), "127.0.0.1:0".to_owned()];
+    let svc = Service::start_with_nofile(&args, &[("RUST_LOG", "info")], nofile);
+    let mut originals: Vec<Conn> = (0..cap - 1)
+        .map(|_| {
+            let mut c = Conn::open(svc.addr).unwrap();
+            assert_eq!(c.get("/healthz").unwrap().status, 200);
+            c
+        })
+        .collect();
+    // Enough one-request connections that the dead outnumber the open ones several times over.
+    for _ in 0..6 * cap + 64 {
+        let r = http::request(svc.addr, "GET", "/healthz", &[]).unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let newcomers: Vec<Conn> = (0..cap)
+        .map(|_| {
+            let mut c = Conn::open(svc.addr).unwrap();
+            assert_eq!(c.get("/healthz").unwrap().status, 200);
+            c
+        })
+        .collect();
+    for (i, c) in originals.iter_mut().enumerate() {
+        assert!(
+            c.get("/healthz").is_err(),
+            "original connection {i} was not evicted for the newcomers"
+        );
+    }
+    for mut c in newcomers {
+        assert_eq!(c.get("/healthz").unwrap().status, 200);
+    }
 }
