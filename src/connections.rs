@@ -233,8 +233,7 @@ impl Shared {
     fn register(&self, control: &Arc<Control>) {
         let mut order = self.order();
         order.push_back(Arc::downgrade(control));
-        // Amortised O(1): prune closed entries once they outnumber open ones.
-        if order.len() > 2 * self.open.load(Ordering::Relaxed) + 64 {
+        if prune_due(order.len(), self.open.load(Ordering::Relaxed)) {
             order.retain(|w| w.strong_count() > 0);
             let keep = order.len() * 2;
             order.shrink_to(keep);
@@ -270,6 +269,12 @@ impl Shared {
         };
         since.saturating_add(Clock::ticks_in(limit))
     }
+}
+
+/// Amortised O(1) upkeep of [`Shared::order`]: prune closed entries once they outnumber open
+/// ones (plus some slack, so a small server never bothers).
+fn prune_due(len: usize, open: usize) -> bool {
+    len > 2 * open + 64
 }
 
 /// Held by each connection's task: counts it open until the task ends, however it ends
