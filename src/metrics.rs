@@ -240,16 +240,20 @@ impl Series {
             Some(i) => self.requests[i]
                 .get_or_init(|| self.lookup(status))
                 .inc_by(n),
+            None => self.add_uncached(status, n),
+        }
+    }
+
+    /// The slow path for a status outside [`CACHED_STATUSES`].
+    #[cold]
+    fn add_uncached(&self, status: StatusCode, n: u64) {
+        let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        match others.iter().find(|(s, _)| *s == status) {
+            Some((_, c)) => c.inc_by(n),
             None => {
-                let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
-                match others.iter().find(|(s, _)| *s == status) {
-                    Some((_, c)) => c.inc_by(n),
-                    None => {
-                        let c = self.lookup(status);
-                        c.inc_by(n);
-                        others.push((status, c));
-                    }
-                }
+                let c = self.lookup(status);
+                c.inc_by(n);
+                others.push((status, c));
             }
         }
     }
