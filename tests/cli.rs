@@ -176,15 +176,8 @@ fn port_in_use_is_a_clear_error() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = run(&["--addr", &addr], &[]);
-    let stderr = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("cannot listen on {addr}"))
-            && stderr.contains("in use")
-            && stderr.contains("another process is listening there"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    refused_to_listen(&out, &addr, "in use");
+    refused_to_listen(&out, &addr, "another process is listening there");
     // A filter that hides every log line still lets the refusal through.
     let out = run(&["--addr", &addr], &[("RUST_LOG", "off")]);
     let stderr = stderr_of(&out);
@@ -195,17 +188,26 @@ fn port_in_use_is_a_clear_error() {
     );
 }
 
+/// The start failed with exit status 1 and one error line: cannot listen on `addr`, `advice`.
+fn refused_to_listen(out: &std::process::Output, addr: &str, advice: &str) {
+    let stderr = stderr_of(out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")) && stderr.contains(advice),
+        "{stderr}"
+    );
+    let errors = stderr.lines().filter(|l| l.contains("ERROR")).count();
+    assert_eq!(errors, 1, "{stderr}");
+}
+
 /// Each cause of a failed bind gets its own advice, on one line, with exit status 1.
 #[test]
 fn bind_errors_say_what_to_do() {
     // An address of no local interface (TEST-NET-1, RFC 5737).
-    let out = run(&["--addr", "192.0.2.1:8080"], &[]);
-    let stderr = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("cannot listen on 192.0.2.1:8080")
-            && stderr.contains("no local interface has that IP"),
-        "{stderr}"
+    refused_to_listen(
+        &run(&["--addr", "192.0.2.1:8080"], &[]),
+        "192.0.2.1:8080",
+        "no local interface has that IP",
     );
     // A privileged port without CAP_NET_BIND_SERVICE: root drops it with setpriv (util-linux).
     // SAFETY: geteuid(2) only reads the process's credentials.
@@ -221,16 +223,11 @@ fn bind_errors_say_what_to_do() {
         common::command()
     };
     cmd.args(["--addr", "127.0.0.1:81"]);
-    let out = common::run_command(cmd, Duration::from_secs(8));
-    let stderr = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("cannot listen on 127.0.0.1:81")
-            && stderr.contains("ports below 1024 need privileges"),
-        "{stderr}"
+    refused_to_listen(
+        &common::run_command(cmd, Duration::from_secs(8)),
+        "127.0.0.1:81",
+        "ports below 1024 need privileges",
     );
-    let errors = stderr.lines().filter(|l| l.contains("ERROR")).count();
-    assert_eq!(errors, 1, "{stderr}");
 }
 
 /// Runs `warpwatch probe ARGS`, which must fail (exit 1) with one line naming `reason`.
@@ -263,30 +260,15 @@ fn fake_server(answer: Option<&'static str>) -> (String, std::thread::JoinHandle
     (url, handle)
 }
 
-/// A server that reads the request and resets the connection (SO_LINGER 0, then close).
+/// A server that reads the request and resets the connection.
 fn resetting_server() -> (String, std::thread::JoinHandle<()>) {
-    use std::os::fd::AsRawFd;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/healthz", listener.local_addr().unwrap());
     let handle = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         let mut buf = [0u8; 1024];
         let _ = s.read(&mut buf);
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt reads the struct we own, on a socket we own.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                std::ptr::from_ref(&linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0);
+        common::close_with_reset(s);
     });
     (url, handle)
 }

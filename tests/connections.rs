@@ -510,26 +510,6 @@ fn a_request_begun_after_idling_must_complete_its_head_in_time() {
     );
 }
 
-/// Closes `s` with a reset (SO_LINGER 0) instead of a normal close.
-fn reset(s: TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt reads the struct we own, on a socket we own.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            std::ptr::from_ref(&linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
-}
-
 /// A client that resets its connection in the middle of a request head is counted as
 /// `kind="aborted"`, not as an unexplained `other`.
 #[test]
@@ -546,7 +526,7 @@ fn a_reset_in_the_middle_of_a_request_counts_as_aborted() {
         let s = half_sent(svc.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-");
         // Let the service read what was sent before the reset arrives.
         std::thread::sleep(Duration::from_millis(50));
-        reset(s);
+        common::close_with_reset(s);
     }
     assert!(
         eventually(Duration::from_secs(5), || errors("aborted") == 3.0),
