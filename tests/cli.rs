@@ -345,7 +345,15 @@ fn probe_exit_codes() {
     probe_fails(&[&url], "connection reset by the server");
     server.join().unwrap();
 
-    // Usage errors are 2.
+    // Usage errors are 2, and say what is wrong.
+    for (url, why) in [
+        ("https://127.0.0.1/healthz", "https is not supported"),
+        ("ftp://127.0.0.1/healthz", "it must start with http://"),
+    ] {
+        let out = run(&["probe", url], &[]);
+        assert_eq!(out.status.code(), Some(2), "{url}: {}", stderr_of(&out));
+        assert!(stderr_of(&out).contains(why), "{url}: {}", stderr_of(&out));
+    }
     for args in [
         &["probe", "https://127.0.0.1/healthz"][..],
         &["probe", "--timeout", "0", &up],
