@@ -86,6 +86,20 @@ fn index_negotiates_html_and_json_and_counts_get_only() {
     let head = http::request(svc.addr, "HEAD", "/", &[]).unwrap();
     assert_eq!(head.status, 200);
     assert_eq!(json_u64(&http::get(svc.addr, "/visits").body, "visits"), 3);
+
+    // RFC 9110 §12.5.1: each type takes the quality of the most specific range matching it.
+    for (accept, wants_json) in [
+        // */* gives text/html quality 1.
+        ("application/json;q=0.5, */*", false),
+        // application/xml is not application/json: JSON has quality 0 here.
+        ("application/xml, text/html;q=0.5", false),
+        ("text/html;q=0.4, application/*;q=0.6", true),
+        ("*/*;q=0.1, application/json", true),
+    ] {
+        let r = http::get_with(svc.addr, "/", &[("Accept", accept)]);
+        let json = r.header("content-type") == Some("application/json");
+        assert_eq!(json, wants_json, "Accept: {accept}: {:?}", r.headers);
+    }
 }
 
 #[test]
