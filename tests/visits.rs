@@ -245,6 +245,16 @@ fn corrupt_or_unreadable_file_refuses_to_start() {
     let (code, stderr) = start_refused(&dir);
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("cannot read the visits file"), "{stderr}");
+
+    // An error opening it that is not "missing" (a symlink to itself): refused, not a fresh 0.
+    std::fs::remove_dir(dir.file("visits")).unwrap();
+    std::os::unix::fs::symlink("visits", dir.file("visits")).unwrap();
+    let (code, stderr) = start_refused(&dir);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("cannot read the visits file") && stderr.contains("symbolic links"),
+        "{stderr}"
+    );
 }
 
 #[test]
