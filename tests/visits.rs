@@ -288,6 +288,20 @@ fn write_failures_make_readyz_fail_and_keep_counting() {
     // Still serving and counting.
     assert_eq!(visit_json(&mut conn).unwrap(), 4);
     assert_eq!(http::get(svc.addr, "/healthz").status, 200);
+    // The first failure is an error; the same failure again is a warning, not a flood of errors.
+    assert!(svc.logged("still failing"), "{}", svc.logs());
+    let logs = svc.logs();
+    let failures: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("cannot write visits file"))
+        .collect();
+    assert!(
+        failures[0].trim_start().starts_with("ERROR")
+            && failures[1..]
+                .iter()
+                .all(|l| l.trim_start().starts_with("WARN") && l.contains("still failing")),
+        "{logs}"
+    );
 
     std::fs::remove_dir(&blocker).unwrap();
     assert!(eventually(Duration::from_secs(5), || http::get(
@@ -556,4 +570,25 @@ fn a_clean_stop_reaps_the_writer_before_exiting() {
         "writer {writer} not reaped before the exit:\n{lines}"
     );
     assert_eq!(stored(&dir), last);
+}
+
+/// An idle service leaves the disk alone: the visits file is rewritten only when the count
+/// changed, not every second.
+#[test]
+fn an_idle_service_does_not_rewrite_the_visits_file() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("idle-writes");
+    let mut svc = Service::start(Some(dir.path()));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    let last = visit_json(&mut conn).unwrap();
+    assert!(eventually(Duration::from_secs(5), || stored(&dir) == last));
+    // Every write replaces the file (a rename), so an unchanged inode means no write.
+    let inode = || std::fs::metadata(dir.file("visits")).unwrap().ino();
+    let before = inode();
+    std::thread::sleep(FLUSH_INTERVAL * 3);
+    assert_eq!(inode(), before, "rewritten with no new visit");
+    let last = visit_json(&mut conn).unwrap();
+    assert!(eventually(Duration::from_secs(5), || stored(&dir) == last));
+    assert_ne!(inode(), before, "a new visit was not written");
+    assert_eq!(svc.stop().code(), Some(0));
 }
