@@ -469,6 +469,37 @@ fn visits_file_over_the_size_limit_is_refused_even_if_its_start_parses() {
         stderr.contains(&format!("{} bytes", padded.len())),
         "{stderr}"
     );
+
+    // The message quotes the first 40 bytes, marks a longer file with "...", and names the
+    // size limit only for a file over it.
+    let max = warpwatch::visits::MAX_FILE_BYTES as usize;
+    for (content, cut, over) in [
+        ("x".repeat(40), false, false),
+        ("x".repeat(41), true, false),
+        ("x".repeat(max), true, false),
+        ("x".repeat(max + 1), true, true),
+    ] {
+        std::fs::write(dir.file("visits"), &content).unwrap();
+        let (code, stderr) = start_refused(&dir);
+        assert_eq!(code, Some(3), "{stderr}");
+        let quoted = format!(
+            "\"{}\"{} ({} bytes",
+            "x".repeat(40),
+            if cut { "..." } else { "" },
+            content.len()
+        );
+        assert!(
+            stderr.contains(&quoted),
+            "{} bytes: {stderr}",
+            content.len()
+        );
+        assert_eq!(
+            stderr.contains("a count takes at most"),
+            over,
+            "{} bytes: {stderr}",
+            content.len()
+        );
+    }
 }
 
 /// The pid of the visits writer process the service forks (its only child).
