@@ -87,9 +87,14 @@ fn half_sent_requests_cannot_take_the_port_offline() {
         assert_eq!(r.status, 200);
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
+    // Evicted connections close on their next turn, which a loaded machine may delay a little.
+    let open = || value(&scrape(svc.addr), "warpwatch_connections_open", &[]);
+    assert!(
+        eventually(Duration::from_secs(2), || open() <= cap as f64 + 1.0),
+        "{} open over the cap {cap}",
+        open()
+    );
     let m = scrape(svc.addr);
-    let open = value(&m, "warpwatch_connections_open", &[]);
-    assert!(open <= cap as f64 + 1.0, "{open} open over the cap {cap}");
     assert_eq!(value(&m, "warpwatch_connections_max", &[]), cap as f64);
     // How many were evicted rather than timed out depends on how fast the flood was built.
     assert!(value(&m, "warpwatch_connections_evicted_total", &[]) >= 1.0);
