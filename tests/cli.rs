@@ -57,7 +57,20 @@ fn help_and_version() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("warpwatch {}", env!("CARGO_PKG_VERSION"))
     );
-    assert_eq!(run(&["probe", "--help"], &[]).status.code(), Some(0));
+    let out = run(&["probe", "--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for part in [
+        "exit 0 on a 2xx answer",
+        "/healthz",
+        "Only http:// URLs",
+        "--timeout",
+    ] {
+        assert!(
+            help.contains(part),
+            "probe --help does not say {part:?}: {help}"
+        );
+    }
 }
 
 #[test]
