@@ -401,12 +401,9 @@ fn empty_variables_count_as_unset() {
     assert_eq!(svc.stop().code(), Some(0), "{}", svc.logs());
 }
 
-/// The runtime starts one worker per CPU, as the startup line says; and when the OS refuses a
-/// thread (a pids limit), the panic that follows is one error line, not the standard hook's
-/// multi-line dump. The refusal is real: the process runs with a limit of one process for its
-/// user (root ignores that limit, so root runs it as nobody).
+/// The runtime starts one worker per CPU, as the startup line says.
 #[test]
-fn workers_follow_the_cpus_and_a_panic_is_one_error_line() {
+fn workers_follow_the_cpus() {
     let cpus = std::thread::available_parallelism().unwrap().get();
     let mut svc = Service::start(None);
     assert!(
@@ -415,11 +412,18 @@ fn workers_follow_the_cpus_and_a_panic_is_one_error_line() {
         svc.logs()
     );
     assert_eq!(svc.stop().code(), Some(0));
+}
+
+/// When the OS refuses the runtime a thread (a pids limit), the panic that follows is one error
+/// line, not the standard hook's multi-line dump. The refusal is real: the process runs with a
+/// limit of one process for its user (root ignores that limit, so root runs it as nobody).
+#[test]
+fn a_refused_thread_panics_in_one_error_line() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
     assert!(
         cpus >= 2,
         "this test needs 2 CPUs: on one the service starts no thread that could be refused"
     );
-
     let mut cmd = std::process::Command::new("prlimit");
     cmd.arg("--nproc=1:1");
     // SAFETY: geteuid(2) only reads the process's credentials.

@@ -85,6 +85,7 @@ let
         grafana-loki = pkg "grafana-loki" "3.7.8";
         grafana-alloy = pkg "grafana-alloy" "1.12.1";
         promtail = pkg "promtail" "3.6.11";
+        util-linux = pkg "util-linux" "2.41.2";
 
         dockerTools = {
           streamLayeredImage = args: drv "stream-${baseNameOf args.name}" { imageArgs = args; };
