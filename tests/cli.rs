@@ -304,6 +304,24 @@ fn probe_exit_codes() {
             .starts_with(&format!("ok: http://127.0.0.1:{port}/healthz answered 200")),
         "{out:?}"
     );
+    // A specific address is probed as it is: another loopback IPv4 address, and an IPv4-mapped
+    // IPv6 one (which reaches the IPv4 listener, where [::1] would be refused).
+    let other = Service::start_with(&["--addr".into(), "127.0.0.2:0".into()], &[]);
+    let mapped = format!("[::ffff:127.0.0.1]:{port}");
+    for (addr, url) in [
+        (
+            other.addr.to_string(),
+            format!("http://{}/healthz", other.addr),
+        ),
+        (mapped.clone(), format!("http://{mapped}/healthz")),
+    ] {
+        let out = run(&["probe"], &[("WARPWATCH_ADDR", &addr)]);
+        assert_eq!(out.status.code(), Some(0), "{addr}: {}", stderr_of(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with(&format!("ok: {url} answered 200")),
+            "{out:?}"
+        );
+    }
     let v6 = Service::start_with(&["--addr".into(), "[::1]:0".into()], &[]);
     let any = format!("[::]:{}", v6.addr.port());
     let out = run(&["probe"], &[("WARPWATCH_ADDR", &any)]);
