@@ -319,8 +319,8 @@ fn prefers_json(accept: Option<&HeaderValue>) -> bool {
     let Some(accept) = accept.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let json = quality(accept, "application", "json");
-    json > 0.0 && json > quality(accept, "text", "html")
+    // Qualities are at least 0, so a JSON quality above HTML's is above 0 too.
+    quality(accept, "application", "json") > quality(accept, "text", "html")
 }
 
 fn quality(accept: &str, ty: &str, sub: &str) -> f32 {
@@ -342,6 +342,7 @@ fn quality(accept: &str, ty: &str, sub: &str) -> f32 {
             .find_map(|q| q.trim().parse::<f32>().ok())
             .unwrap_or(1.0)
             .clamp(0.0, 1.0);
+        // Of equally specific ranges (a type listed twice), the first counts.
         if best.is_none_or(|(b, _)| specificity > b) {
             best = Some((specificity, q));
         }

@@ -95,6 +95,15 @@ fn index_negotiates_html_and_json_and_counts_get_only() {
         ("application/xml, text/html;q=0.5", false),
         ("text/html;q=0.4, application/*;q=0.6", true),
         ("*/*;q=0.1, application/json", true),
+        // A type listed twice: the first counts.
+        (
+            "application/json;q=0.9, application/json;q=0.1, text/html;q=0.5",
+            true,
+        ),
+        (
+            "application/json;q=0.1, application/json;q=0.9, text/html;q=0.5",
+            false,
+        ),
     ] {
         let r = http::get_with(svc.addr, "/", &[("Accept", accept)]);
         let json = r.header("content-type") == Some("application/json");
