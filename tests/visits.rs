@@ -471,9 +471,17 @@ fn visits_file_over_the_size_limit_is_refused_even_if_its_start_parses() {
         "{stderr}"
     );
 
+    // A file of exactly the limit is read to its last byte: here that byte makes it no count.
+    let max = warpwatch::visits::MAX_FILE_BYTES as usize;
+    let tail_spoils = format!("42{}7", " ".repeat(max - 3));
+    assert_eq!(tail_spoils.len(), max);
+    std::fs::write(dir.file("visits"), &tail_spoils).unwrap();
+    let (code, stderr) = start_refused(&dir);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("corrupt"), "{stderr}");
+
     // The message quotes the first 40 bytes, marks a longer file with "...", and names the
     // size limit only for a file over it.
-    let max = warpwatch::visits::MAX_FILE_BYTES as usize;
     for (content, cut, over) in [
         ("x".repeat(40), false, false),
         ("x".repeat(41), true, false),
