@@ -3,9 +3,9 @@
 //!
 //! What a hostile or broken client can hold, and for how long:
 //! - a connection must deliver a complete request head within [`Limits::header_read_timeout`]
-//!   (10 s by default) of opening, or of the first byte of a later request;
-//! - a kept-alive connection may sit idle between requests for [`Limits::idle_timeout`] (30 s by
-//!   default), and a response the client does not read may stall for as long;
+//!   (default [`DEFAULT_HEADER_TIMEOUT`]) of opening, or of the first byte of a later request;
+//! - a kept-alive connection may sit idle between requests for [`Limits::idle_timeout`] (default
+//!   [`DEFAULT_IDLE_TIMEOUT`]), and a response the client does not read may stall for as long;
 //! - a request head over [`MAX_REQUEST_HEAD`] bytes is answered 431 and the connection closed;
 //! - at most [`Limits::max_connections`] are open; when a new connection arrives at the cap, the
 //!   oldest open connection is closed to make room. The listener keeps accepting, so a probe or a

@@ -11,22 +11,33 @@ use common::{Service, TempDir, run, stderr_of};
 /// Arguments, environment, and the flag or variable the error must name.
 type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
 
+/// A help text mentions every one of `parts`.
+fn mentions_all(help: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(
+            help.contains(part),
+            "help does not mention {part:?}: {help}"
+        );
+    }
+}
+
 #[test]
 fn help_and_version() {
     let out = run(&["--help"], &[]);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
-    for word in [
-        "--addr",
-        "--data-dir",
-        "WARPWATCH_ADDR",
-        "PORT",
-        "$PORT",
-        "RUST_LOG",
-        "probe",
-    ] {
-        assert!(help.contains(word), "--help does not mention {word}");
-    }
+    mentions_all(
+        &help,
+        &[
+            "--addr",
+            "--data-dir",
+            "WARPWATCH_ADDR",
+            "PORT",
+            "$PORT",
+            "RUST_LOG",
+            "probe",
+        ],
+    );
     // Each timeout's line says what it bounds, its default and its variable (clap may wrap it).
     let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
     for (flag, bounds, default, var) in [
@@ -59,18 +70,15 @@ fn help_and_version() {
     );
     let out = run(&["probe", "--help"], &[]);
     assert_eq!(out.status.code(), Some(0));
-    let help = String::from_utf8_lossy(&out.stdout);
-    for part in [
-        "exit 0 on a 2xx answer",
-        "/healthz",
-        "Only http:// URLs",
-        "--timeout",
-    ] {
-        assert!(
-            help.contains(part),
-            "probe --help does not say {part:?}: {help}"
-        );
-    }
+    mentions_all(
+        &String::from_utf8_lossy(&out.stdout),
+        &[
+            "exit 0 on a 2xx answer",
+            "/healthz",
+            "Only http:// URLs",
+            "--timeout",
+        ],
+    );
 }
 
 #[test]
