@@ -47,7 +47,7 @@
             promtail = nixpkgs-promtail.legacyPackages.${system}.promtail;
           };
 
-          specs = import ./nix/image-specs.nix {
+          specs = import ./nix/stack/image-specs.nix {
             packages = lib.mapAttrs (_: package: {
               inherit (package) version;
               path = "${package}";

@@ -12,7 +12,7 @@
   testers,
   writeText,
   warpwatch,
-  # ./image-specs.nix evaluated for this system, and the packaged compose project.
+  # ./stack/image-specs.nix evaluated for this system, and the packaged compose project.
   specs,
   compose,
   nixosModule,

@@ -1,10 +1,10 @@
 # One streamed, layered OCI image per service. Every value (name, tag, user, ports, healthcheck,
-# labels, directories) comes from ./image-specs.nix; this file only calls dockerTools.
+# labels, directories) comes from ./stack/image-specs.nix; this file only calls dockerTools.
 {
   lib,
   dockerTools,
   fakeNss,
-  # ./image-specs.nix evaluated with these packages' versions and paths.
+  # ./stack/image-specs.nix evaluated with these packages' versions and paths.
   specs,
   # { <service> = derivation; } with the same keys as specs.images.
   servicePackages,

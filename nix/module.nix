@@ -1,6 +1,6 @@
 # services.warpwatch: the service and, optionally, its whole monitoring stack on this host.
 # Thin on purpose: options here, every value from the stack declaration through the pure mapping
-# in ./stack/nixos.nix (evaluated offline by tests/nixos).
+# in ./stack/nixos/ (evaluated offline by tests/nixos).
 {
   config,
   lib,

@@ -9,7 +9,7 @@
   linkFarm,
   writeShellApplication,
   writeText,
-  # ./image-specs.nix evaluated for this system.
+  # ./stack/image-specs.nix evaluated for this system.
   specs,
   # The streamed images of ./images.nix, keyed like specs.images.
   images,

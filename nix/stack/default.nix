@@ -1,5 +1,8 @@
+# Rule: every file under nix/stack/ evaluates with builtins only; every nix/*.nix outside takes pkgs
+#
 # The monitoring stack API: the declaration, validated and merged with `overrides`, and its
-# renderings. Everything here is pure and builtins-only, so it evaluates offline:
+# renderings (./render: compose file and tool configs; ./nixos: NixOS option values;
+# ./image-specs.nix: what the flake's images contain). Pure, so it evaluates offline:
 #
 #   nix-instantiate --eval --strict --json --expr \
 #     '(import ./nix/stack { overrides = { services.loki.memoryMiB = 1024; }; }).compose.project'
@@ -36,7 +39,7 @@ let
 
   configs = {
     prometheus = import ./render/prometheus.nix stack;
-    rules = import ./rules.nix { inherit stack toYAML; };
+    rules = import ./render/rules.nix { inherit stack toYAML; };
     loki = import ./render/loki.nix stack;
     promtail = import ./render/promtail.nix stack;
     grafana = import ./render/grafana.nix stack;
@@ -52,7 +55,7 @@ let
   compose = import ./render/compose.nix { inherit stack configs toYAML; };
 
   # The NixOS mapping: option values for nix/module.nix (a function of packages and options).
-  nixos = import ./nixos.nix { inherit stack configs toYAML; };
+  nixos = import ./nixos { inherit stack configs toYAML; };
 in
 {
   inherit

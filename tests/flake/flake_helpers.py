@@ -33,7 +33,7 @@ def specs_expr(overrides: str = "{ }", versions: dict[str, str] = FAKE_VERSIONS)
         name: {"version": v, "path": f"/nix/store/00000000000000000000000000000000-{name}-{v}"}
         for name, v in versions.items()
     }
-    return f"(import ./nix/image-specs.nix {{ packages = {nix_value(packages)}; overrides = {overrides}; }})"
+    return f"(import ./nix/stack/image-specs.nix {{ packages = {nix_value(packages)}; overrides = {overrides}; }})"
 
 
 def eval_specs(attr: str, overrides: str = "{ }", versions: dict[str, str] = FAKE_VERSIONS):

@@ -1,4 +1,4 @@
-"""The image specifications the flake hands to dockerTools (nix/image-specs.nix), evaluated offline
+"""The image specifications the flake hands to dockerTools (nix/stack/image-specs.nix), evaluated offline
 with stand-in package versions, checked against the declaration and the rendered compose file."""
 
 import re

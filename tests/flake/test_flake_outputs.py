@@ -94,7 +94,7 @@ def test_images_get_the_specs(service):
         f"let o = {OUTPUTS}; "
         'pkgs = (import ./tests/flake/fake-nixpkgs.nix "26.05").legacyPackages.x86_64-linux; '
         'old = (import ./tests/flake/fake-nixpkgs.nix "25.11").legacyPackages.x86_64-linux; in '
-        "(import ./nix/image-specs.nix { packages = builtins.mapAttrs (_: p: { inherit (p) version; "
+        "(import ./nix/stack/image-specs.nix { packages = builtins.mapAttrs (_: p: { inherit (p) version; "
         'path = "${p}"; }) { warpwatch = o.packages.x86_64-linux.warpwatch; inherit (pkgs) prometheus grafana; '
         "loki = pkgs.grafana-loki; alloy = pkgs.grafana-alloy; inherit (old) promtail; }; })"
         f".images.{service}"

@@ -1,6 +1,6 @@
 """The compose stack on a real Docker engine (the private dockerd of tests/dockerd.py).
 
-Images are laid out exactly as nix/image-specs.nix says — name:tag, user, entry point, env,
+Images are laid out exactly as nix/stack/image-specs.nix says — name:tag, user, entry point, env,
 working directory, healthcheck, labels, directories with owner and mode, /bin/warpwatch in every
 image — assembled here as `docker load` archives (never pulled). What runs inside:
 
@@ -43,12 +43,12 @@ def store_path(name: str, version: str) -> str:
 
 
 def evaluate(overrides: str) -> dict:
-    """nix/image-specs.nix with the declared image tags as package versions (so the images carry
+    """nix/stack/image-specs.nix with the declared image tags as package versions (so the images carry
     the declaration's name:tag), and what the flake hands the stack app."""
     tags = nix_eval("builtins.mapAttrs (_: s: s.image.tag) (import ./nix/stack { }).stack.services")
     packages = {name: {"version": tag, "path": store_path(name, tag)} for name, tag in tags.items()}
     return nix_eval(
-        f"let specs = import ./nix/image-specs.nix {{ packages = {nix_value(packages)}; overrides = {overrides}; }}; in "
+        f"let specs = import ./nix/stack/image-specs.nix {{ packages = {nix_value(packages)}; overrides = {overrides}; }}; in "
         "{ inherit (specs) images composeServices urls upTimeoutSeconds stack; project = specs.api.compose.project; }"
     )
 
@@ -129,7 +129,7 @@ def docker_archive(name: str, image: dict, layer: bytes) -> bytes:
             "created": image["created"],
             "config": image["config"],
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-            "history": [{"created": image["created"], "created_by": f"tests/live: {name} as nix/image-specs.nix lays it out"}],
+            "history": [{"created": image["created"], "created_by": f"tests/live: {name} as nix/stack/image-specs.nix lays it out"}],
         },
         sort_keys=True,
     ).encode()

@@ -1,4 +1,4 @@
-"""Evaluating the pure NixOS mapping (nix/stack/nixos.nix) offline, and writing a unit of it.
+"""Evaluating the pure NixOS mapping (nix/stack/nixos/) offline, and writing a unit of it.
 
 The mapping takes store paths as plain strings, so tests pass fake ones (or a directory holding
 the real warpwatch binary) and assert on the option values it returns. Its priorities come from a

@@ -1,6 +1,6 @@
 """Unit files from the offline NixOS mapping, written the way NixOS writes them.
 
-The mapping (nix/stack/nixos.nix) yields option values (`systemd.services.<n>`, `systemd.timers.<n>`,
+The mapping (nix/stack/nixos/) yields option values (`systemd.services.<n>`, `systemd.timers.<n>`,
 `environment.etc`); NixOS turns them into files with nixos/lib/systemd-lib.nix and the script
 handling of nixos/lib/systemd-unit-options.nix. This module follows those rules, as read there:
 

@@ -1,5 +1,5 @@
 """The declaration mapped to NixOS option values: limits, rotation, healthcheck timers, wiring,
-secrets and defaults, evaluated offline from nix/stack/nixos.nix."""
+secrets and defaults, evaluated offline from nix/stack/nixos/."""
 
 import re
 

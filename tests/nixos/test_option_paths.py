@@ -1,6 +1,6 @@
 """Every NixOS option path the mapping sets is listed, with its source module, in the comment at
-the top of nix/stack/nixos.nix (checked by hand against the nixos-26.05 modules), and every listed
-path is really used. A new option in the mapping without a checked source fails here."""
+the top of nix/stack/nixos/default.nix (checked by hand against the nixos-26.05 modules), and every
+listed path is really used. A new option in the mapping without a checked source fails here."""
 
 import re
 
@@ -16,7 +16,7 @@ NAMED = {("systemd", "services"), ("systemd", "timers"), ("environment", "etc")}
 def listed_paths() -> dict[str, bool]:
     """{path: freeform} from the comment block; `<name>` stands for a user-chosen name."""
     paths = {}
-    for line in (ROOT / "nix" / "stack" / "nixos.nix").read_text().splitlines():
+    for line in (ROOT / "nix" / "stack" / "nixos" / "default.nix").read_text().splitlines():
         match = re.match(r"#   ((?:[a-zA-Z]+|<name>)(?:\.(?:[a-zA-Z]+|<name>))*)(?:, ([a-zA-Z.]+))?( \(\*\))?\s+\S+\.nix$", line)
         if match:
             paths[match.group(1)] = bool(match.group(3))
@@ -41,7 +41,7 @@ def set_paths(value, prefix=(), listed=None) -> set[str]:
 @pytest.mark.parametrize("shipper", ["promtail", "alloy"])
 def test_every_set_option_path_is_listed_with_its_source(shipper):
     listed = listed_paths()
-    assert len(listed) > 20, "the option list in nix/stack/nixos.nix was not found"
+    assert len(listed) > 20, "the option list in nix/stack/nixos/default.nix was not found"
     config = merged(mapping({"logShipper": shipper}))
     used = set_paths(config, (), listed)
     unlisted = sorted(used - listed.keys())

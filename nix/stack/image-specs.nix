@@ -1,16 +1,15 @@
 # What the flake builds from the stack declaration, as plain data: the OCI image of every service,
 # the compose project that references those images, and what `nix run .#stack` prints.
 #
-# Builtins only, like ./stack: the flake passes real package versions and store paths, the tests
-# pass plain strings and assert the result offline. nix/images.nix only hands these attribute sets
-# to dockerTools, so nothing here is duplicated there.
+# Builtins only, like everything in this directory: the flake passes real package versions and
+# store paths, the tests pass plain strings and assert the result offline. nix/images.nix only
+# hands these attribute sets to dockerTools, so nothing here is duplicated there.
 {
   # { <service> = { version = "…"; path = "/nix/store/…"; }; } for warpwatch, prometheus, loki,
   # promtail, alloy and grafana.
   packages,
-  # The user's stack overrides (same shape as nix/stack/declaration.nix).
+  # The user's stack overrides (same shape as ./declaration.nix).
   overrides ? { },
-  stackDir ? ./stack,
 }:
 let
   inherit (builtins)
@@ -24,7 +23,7 @@ let
     substring
     ;
 
-  inherit (import (stackDir + "/lib.nix"))
+  inherit (import ./lib.nix)
     deepMerge
     genAttrs
     listenAddress
@@ -52,7 +51,7 @@ let
     });
   };
 
-  api = import stackDir { overrides = deepMerge overrides tagOverrides; };
+  api = import ./. { overrides = deepMerge overrides tagOverrides; };
   inherit (api) stack;
 
   nanoseconds = seconds: seconds * 1000000000;

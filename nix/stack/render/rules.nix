@@ -22,7 +22,7 @@ let
   # (comments and the `groups:` line) so the result is one document. The renderer and the alert
   # file both indent sequence items by two spaces, which the combined file's promtool check proves.
   alertLines = builtins.filter builtins.isString (
-    builtins.split "\n" (builtins.readFile ../../configs/prometheus/alerts.yml)
+    builtins.split "\n" (builtins.readFile ../../../configs/prometheus/alerts.yml)
   );
   afterHeader =
     lines:

@@ -54,7 +54,7 @@
   toYAML,
 }:
 let
-  inherit (import ./lib.nix)
+  inherit (import ../lib.nix)
     concatMerge
     genAttrs
     loopback
