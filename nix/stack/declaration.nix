@@ -4,7 +4,8 @@
 # here and nowhere else. The compose rendering, the tool configs and the NixOS mapping are pure
 # functions of this data (see ./default.nix), so a number changed here changes every deployment.
 #
-# Pure data: no imports, no functions, builtins only. Users override it through
+# Pure data: no imports, no functions, builtins only. ./default.nix completes every service from
+# `serviceDefaults` before validating. Users override it through
 # `import ./nix/stack { overrides = { ... }; }`, never by editing a copy.
 {
   project = "warpwatch";
@@ -55,26 +56,33 @@
     retentionHours = 720;
   };
 
-  # One entry per service. `published` services get a host port on `bindAddress`; the others are
-  # reachable only inside the stack (compose network) or on loopback (NixOS host).
-  # `uid` is the user the container runs as AND the owner of `dataDir`, its state directory
-  # inside the container (a named volume seeded from the image): the image spec and the compose
-  # file both read this one field, so the two can never disagree. `dependsOn` lists the services
-  # that must be healthy before it starts: empty everywhere, because Prometheus, Grafana and the
-  # shippers retry their peers, and every health-gated level would add a whole healthcheck
-  # interval to the start (Docker 20.10 runs the first probe one interval after the start).
-  # `startPeriodSeconds`: failed probes in this window do not count; it is the time the tool may
-  # take to become ready, with margin.
+  # What every entry of `services` below has unless it says otherwise; each entry states only what
+  # is its own. `dependsOn` lists the services that must be healthy before it starts: empty
+  # everywhere, because Prometheus, Grafana and the shippers retry their peers, and every
+  # health-gated level would add a whole healthcheck interval to the start (Docker 20.10 runs the
+  # first probe one interval after the start). `healthcheckTest = [ ]` is the built-in probe of
+  # `healthPath`. `startPeriodSeconds`: failed probes in this window do not count; it is the time
+  # the tool may take to become ready, with margin. `published` services get a host port on
+  # `bindAddress`; the others are reachable only inside the stack (compose network) or on
+  # loopback (NixOS host).
+  serviceDefaults = {
+    dependsOn = [ ];
+    healthcheckTest = [ ];
+    startPeriodSeconds = 10;
+    metricsPath = "/metrics";
+    published = false;
+  };
+
+  # One entry per service. `uid` is the user the container runs as AND the owner of `dataDir`, its
+  # state directory inside the container (a named volume seeded from the image): the image spec
+  # and the compose file both read this one field, so the two can never disagree.
   services = {
     warpwatch = {
       port = 8080;
       dataDir = "/var/lib/warpwatch";
-      dependsOn = [ ];
       memoryMiB = 256;
       healthPath = "/healthz";
-      healthcheckTest = [ ];
       startPeriodSeconds = 5;
-      metricsPath = "/metrics";
       published = true;
       uid = 10001;
       image = {
@@ -85,13 +93,8 @@
     prometheus = {
       port = 9090;
       dataDir = "/var/lib/prometheus";
-      dependsOn = [ ];
       memoryMiB = 512;
       healthPath = "/-/healthy";
-      healthcheckTest = [ ];
-      startPeriodSeconds = 10;
-      metricsPath = "/metrics";
-      published = false;
       uid = 10002;
       image = {
         name = "warpwatch/prometheus";
@@ -101,10 +104,8 @@
     loki = {
       port = 3100;
       dataDir = "/var/lib/loki";
-      dependsOn = [ ];
       memoryMiB = 512;
       healthPath = "/ready";
-      healthcheckTest = [ ];
       # Loki's gRPC server (the querier reaches the ingester through it, on loopback): in the
       # port-clash check with every HTTP port.
       grpcPort = 9095;
@@ -112,8 +113,6 @@
       # answered 503 on /ready 35 s after its start (ingester ring join + min_ready_duration), so
       # 60 s keeps its normal start free of counted failures, with room for slower machines.
       startPeriodSeconds = 60;
-      metricsPath = "/metrics";
-      published = false;
       uid = 10003;
       image = {
         name = "warpwatch/loki";
@@ -123,13 +122,8 @@
     promtail = {
       port = 9080;
       dataDir = "/var/lib/promtail";
-      dependsOn = [ ];
       memoryMiB = 256;
       healthPath = "/ready";
-      healthcheckTest = [ ];
-      startPeriodSeconds = 10;
-      metricsPath = "/metrics";
-      published = false;
       # Reads dockerd's root-owned json-file logs: see `containerLogs`.
       uid = 0;
       image = {
@@ -140,13 +134,8 @@
     alloy = {
       port = 12345;
       dataDir = "/var/lib/alloy";
-      dependsOn = [ ];
       memoryMiB = 256;
       healthPath = "/-/ready";
-      healthcheckTest = [ ];
-      startPeriodSeconds = 10;
-      metricsPath = "/metrics";
-      published = false;
       uid = 0;
       image = {
         name = "warpwatch/alloy";
@@ -156,15 +145,12 @@
     grafana = {
       port = 3000;
       dataDir = "/var/lib/grafana";
-      dependsOn = [ ];
       memoryMiB = 512;
       healthPath = "/api/health";
-      healthcheckTest = [ ];
       # Not measured here (no Grafana binary on the CI machine): the first start runs every
       # database migration before /api/health answers; 60 s, like Loki, so a slow disk does not
       # count failures during a normal start.
       startPeriodSeconds = 60;
-      metricsPath = "/metrics";
       published = true;
       uid = 10005;
       image = {

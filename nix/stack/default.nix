@@ -12,13 +12,21 @@
 let
   inherit (import ./lib.nix)
     activeServiceNames
+    deepMerge
     filterAttrs
     loopback
     mebibytes
     ;
   toYAML = import ./yaml.nix;
 
-  validated = import ./validate.nix (import ./declaration.nix) overrides;
+  # The declaration with every service completed from `serviceDefaults` (its own fields win):
+  # overrides are checked against, and merged into, these complete records.
+  declaration = import ./declaration.nix;
+  declared = builtins.removeAttrs declaration [ "serviceDefaults" ] // {
+    services = builtins.mapAttrs (_: deepMerge declaration.serviceDefaults) declaration.services;
+  };
+
+  validated = import ./validate.nix declared overrides;
 
   # The declaration plus fields every rendering needs, computed once.
   stack = validated // {

@@ -42,9 +42,10 @@ def eval_specs(attr: str, overrides: str = "{ }", versions: dict[str, str] = FAK
 
 
 def declaration():
-    """The raw declaration file, not its renderings: for wiring checks of values the issue does
-    not fix (image names, uids, start periods). Required numbers come from tests/spec.py."""
-    return nix_eval("import ./nix/stack/declaration.nix")
+    """The declaration as the stack reads it (no overrides), not its renderings: for wiring checks
+    of values the issue does not fix (image names, uids, start periods). Required numbers come
+    from tests/spec.py."""
+    return nix_eval("(import ./nix/stack { }).stack")
 
 
 def tool_dir(tmp: Path, tools: list[str]) -> Path:
