@@ -1,10 +1,12 @@
 """The declaration and every rendering evaluate offline (scripts/test's nix_parse stage parses
 every .nix file of the repository)."""
 
+import re
+
 import pytest
 
 import spec
-from conftest import nix_eval, nix_eval_error
+from conftest import ROOT, nix_eval, nix_eval_error
 from stack_helpers import stack_expr
 
 
@@ -42,3 +44,21 @@ def test_rendering_evaluates(body, shipper):
 def test_unknown_target_is_rejected_by_name():
     err = nix_eval_error(stack_expr('s.configs.loki { target = "k8s"; }'))
     assert 'configs.loki: target must be "compose" or "host" (got "k8s")' in err
+
+
+def test_every_file_under_nix_stack_is_builtins_only():
+    """The directory rule at the top of nix/stack/default.nix: nothing under nix/stack/ reaches
+    for nixpkgs (a `<…>` search path, `pkgs`, nixpkgs' `lib.` functions), so a bare
+    nix-instantiate evaluates all of it. The NixOS mapping gets lib's priority functions as an
+    argument (`lib.mkDefault` is called from nix/module.nix, never imported here)."""
+    reaches_nixpkgs = re.compile(r"<[A-Za-z][\w.+-]*(?:/[\w.+-]+)*>|\bpkgs\b|\blib\.(?!nix\b)\w")
+    offending = []
+    files = sorted((ROOT / "nix" / "stack").rglob("*.nix"))
+    assert len(files) > 10, "nix/stack/ holds fewer files than expected"
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            # Without string literals and comments: a regex's (?P<name>...) is not a search path.
+            code = re.sub(r"(^|\s)#.*", "", re.sub(r'"(?:\\.|[^"\\])*"', '""', line))
+            if reaches_nixpkgs.search(code):
+                offending.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert offending == [], "nix/stack/ must evaluate with builtins only:\n" + "\n".join(offending)
