@@ -5,7 +5,7 @@
 #
 # It builds the release binaries (`cargo build --release --locked --bin warpwatch --example bare`),
 # starts warpwatch (RUST_LOG=info, a scratch data directory, its connection limits and timeouts in
-# place) and examples/bare.rs (plain warp as users write it: `warp::serve`, which has no timeouts
+# place) and bench/bare.rs (plain warp as users write it: `warp::serve`, which has no timeouts
 # and no connection cap; the same /healthz body and Content-Type, the same tokio runtime, nothing
 # else) on 127.0.0.1 with kernel-chosen ports, both pinned to CPU 0; wrk runs pinned to CPU 1
 # (`wrk -t1 -c64 -dS`). Then:

@@ -18,7 +18,8 @@ let
       ../Cargo.lock
       ../src
       (lib.fileset.fileFilter (file: file.hasExt "rs") ../tests)
-      ../examples
+      # The benchmark's baseline, a Cargo example target.
+      ../bench/bare.rs
     ];
   };
 in

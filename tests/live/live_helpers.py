@@ -6,7 +6,7 @@ image — assembled here as `docker load` archives (never pulled). What runs ins
 
 - warpwatch: the release build of this repository (WARPWATCH_BIN);
 - prometheus: Debian's real Prometheus binary (with the shared libraries `ldd` lists);
-- loki, promtail, alloy, grafana: the contract-checking stand-in of examples/standin.rs.
+- loki, promtail, alloy, grafana: the contract-checking stand-in of tests/live/standin.rs.
 
 The stack is started the way a user starts it, by the stack app (nix/stack-app.sh `up`), with
 Debian's docker-compose 1.29 as its compose binary (Debian ships no Compose v2).
