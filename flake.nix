@@ -189,17 +189,8 @@
         warpwatch = final.callPackage ./nix/package.nix { };
       };
 
-      # The module of nix/module.nix with the packages of this flake as defaults.
-      nixosModules.default =
-        { lib, pkgs, ... }:
-        let
-          packages = self.packages.${pkgs.stdenv.hostPlatform.system};
-        in
-        {
-          imports = [ ./nix/module.nix ];
-          services.warpwatch.package = lib.mkDefault packages.warpwatch;
-          services.warpwatch.monitoring.promtailPackage = lib.mkDefault packages.promtail;
-        };
+      # The module of nix/module.nix with the packages of this flake as option defaults.
+      nixosModules.default = lib.modules.importApply ./nix/module.nix { inherit (self) packages; };
 
       nixosConfigurations.example = nixpkgs.lib.nixosSystem {
         system = "x86_64-linux";

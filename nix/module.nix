@@ -1,6 +1,14 @@
 # services.warpwatch: the service and, optionally, its whole monitoring stack on this host.
 # Thin on purpose: options here, every value from the stack declaration through the pure mapping
 # in ./stack/nixos/ (evaluated offline by tests/nixos).
+#
+# A function of the flake's packages (`lib.modules.importApply ./nix/module.nix { packages =
+# self.packages; }`, which is `nixosModules.default`), so the packages this flake builds are the
+# option defaults; `import ./nix/module.nix { }` is the module without them.
+{
+  # packages.<system> of the flake, or null: then services.warpwatch.package must be set.
+  packages ? null,
+}:
 {
   config,
   lib,
@@ -10,6 +18,9 @@
 let
   inherit (lib) mkOption types;
   cfg = config.services.warpwatch;
+
+  # The flake's packages for the host's system (read only when a default is).
+  flakePackages = packages.${pkgs.stdenv.hostPlatform.system};
 
   # The declaration with the user's overrides; option defaults come from here.
   declared = (import ./stack { overrides = cfg.monitoring.overrides; }).stack;
@@ -88,11 +99,14 @@ in
   options.services.warpwatch = {
     enable = lib.mkEnableOption "warpwatch, the visit-counting web service";
 
-    package = mkOption {
-      type = types.package;
-      defaultText = lib.literalMD "`packages.<system>.warpwatch` of this flake (set by `nixosModules.default`)";
-      description = "The warpwatch package; its binary also runs every healthcheck probe.";
-    };
+    package = mkOption (
+      {
+        type = types.package;
+        defaultText = lib.literalMD "`packages.<system>.warpwatch` of this flake (when the module is its `nixosModules.default`)";
+        description = "The warpwatch package; its binary also runs every healthcheck probe.";
+      }
+      // lib.optionalAttrs (packages != null) { default = flakePackages.warpwatch; }
+    );
 
     listenAddress = listenAddressOption "warpwatch";
 
@@ -137,18 +151,16 @@ in
         '';
       };
 
+      # Not mkPackageOption: nixpkgs 26.05 has no promtail to default to.
       promtailPackage = mkOption {
         type = types.nullOr types.package;
-        default = null;
-        defaultText = lib.literalMD "`packages.<system>.promtail` of this flake, from nixos-25.11 (set by `nixosModules.default`)";
+        default = if packages == null then null else flakePackages.promtail;
+        defaultText = lib.literalMD "`packages.<system>.promtail` of this flake, from nixos-25.11 (when the module is its `nixosModules.default`), `null` otherwise";
         description = "Promtail package, used when `logShipper = \"promtail\"`. nixpkgs 26.05 has none.";
       };
 
-      alloyPackage = mkOption {
-        type = types.package;
-        default = pkgs.grafana-alloy;
-        defaultText = lib.literalExpression "pkgs.grafana-alloy";
-        description = ''
+      alloyPackage = lib.mkPackageOption pkgs "grafana-alloy" {
+        extraDescription = ''
           Grafana Alloy for the stack's own shipper unit (used when `logShipper = "alloy"`); the
           host's {option}`services.alloy` stays the host's.
         '';

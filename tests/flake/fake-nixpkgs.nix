@@ -47,6 +47,11 @@ let
       fileFilter = _: dir: dir;
     };
     nixosSystem = args: { nixosSystemArgs = args; };
+    # As nixpkgs' lib.modules.importApply: the file's function applied, the file as its location.
+    modules.importApply = file: arg: {
+      _file = file;
+      imports = [ (import file arg) ];
+    };
   };
 
   pkgsFor =

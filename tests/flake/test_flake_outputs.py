@@ -158,17 +158,44 @@ def test_default_app_runs_the_wrapper_with_the_declared_port():
     assert f"{spec.LOOPBACK}:{spec.PORTS['warpwatch']}" in out("o.apps.x86_64-linux.default.meta.description")
 
 
-def test_nixos_module_wrapper_sets_the_flake_packages_as_defaults():
-    module = nix_eval(
-        f"let o = {OUTPUTS}; m = o.nixosModules.default {{ "
-        "lib.mkDefault = v: { _default = v.name; }; "
-        'pkgs.stdenv.hostPlatform.system = "aarch64-linux"; }; in '
-        "{ imports = map toString m.imports; inherit (m) services; }"
+# Just enough of nixpkgs' lib for nix/module.nix to declare its package options: mkOption as the
+# identity, so a test reads the option's attributes (default, defaultText) as declared.
+MODULE_LIB = (
+    "{ mkOption = o: o; optionalAttrs = c: s: if c then s else { }; literalMD = t: t; "
+    "types = { package = \"package\"; nullOr = t: \"nullOr \" + t; }; }"
+)
+
+
+def module_package_options(module: str, system: str) -> dict:
+    """The package options `module` (a Nix expression of nix/module.nix's module function)
+    declares on a host of `system`: {option: its default's name, or None} where a default exists."""
+    return nix_eval(
+        f"let o = {OUTPUTS}; m = {module} {{ config = {{ }}; lib = {MODULE_LIB}; "
+        f'pkgs.stdenv.hostPlatform.system = "{system}"; }}; '
+        "opts = m.options.services.warpwatch; in { "
+        "package = if opts.package ? default then opts.package.default.name else false; "
+        "promtail = let p = opts.monitoring.promtailPackage.default; in if p == null then null else p.name; }"
     )
-    assert [p.rsplit("/", 2)[-2:] for p in module["imports"]] == [["nix", "module.nix"]]
-    assert module["services"]["warpwatch"]["package"] == {"_default": "warpwatch-0.1.0"}
-    assert module["services"]["warpwatch"]["monitoring"]["promtailPackage"] == {
-        "_default": "promtail-3.6.11-from-25.11"
+
+
+def test_nixos_module_has_the_flake_packages_as_defaults():
+    """nixosModules.default is nix/module.nix given the flake's packages (lib.modules.importApply):
+    the host's system picks the package and Promtail defaults."""
+    module = nix_eval(
+        f"let o = {OUTPUTS}; m = o.nixosModules.default; in {{ file = toString m._file; n = builtins.length m.imports; }}"
+    )
+    assert module["file"].endswith("/nix/module.nix") and module["n"] == 1
+    assert module_package_options("(builtins.head o.nixosModules.default.imports)", "aarch64-linux") == {
+        "package": "warpwatch-0.1.0",
+        "promtail": "promtail-3.6.11-from-25.11",
+    }
+
+
+def test_nixos_module_without_the_flake_has_no_package_default():
+    """Imported on its own (`import ./nix/module.nix { }`), the package must be set by the host."""
+    assert module_package_options("(import ./nix/module.nix { })", "x86_64-linux") == {
+        "package": False,
+        "promtail": None,
     }
 
 

@@ -180,7 +180,7 @@ def test_overrides_option_merges_like_a_nixos_option():
     # anything merges definitions key by key (the harness checks it with nixpkgs' real lib).
     expr = (
         "let types = { attrsOf = t: \"attrsOf \" + t; anything = \"anything\"; attrs = \"attrs\"; }; "
-        "m = import ./nix/module.nix { config.services.warpwatch.monitoring.overrides = { }; pkgs = { }; "
+        "m = import ./nix/module.nix { } { config.services.warpwatch.monitoring.overrides = { }; pkgs = { }; "
         "lib = { mkOption = o: o; inherit types; mkEnableOption = d: d; }; }; "
         "in m.options.services.warpwatch.monitoring.overrides.type"
     )
