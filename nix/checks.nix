@@ -89,7 +89,7 @@ in
       '';
 
   # The files come in through the environment, so the scripts run the same outside Nix
-  # (tests/flake/test_flake_checks.py runs them with Debian's promtool and docker-compose).
+  # (tests/flake/test_checks.py runs them with Debian's promtool and docker-compose).
   stack-promtool =
     runCommand "warpwatch-stack-promtool"
       {

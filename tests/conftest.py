@@ -162,4 +162,4 @@ def warpwatch_bin() -> Path:
 
 # Session fixtures kept in their own modules; importing them here makes them available to every
 # test directory. Last, because those modules import the helpers above.
-from dockerd import dockerd  # noqa: E402,F401
+from tests.dockerd import dockerd  # noqa: E402,F401

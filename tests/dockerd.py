@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from tests.conftest import require_tool
 
 CACHE_ROOT = Path("/var/lib/warpwatch-test-docker")
 POOL_OCTETS = range(231, 251)

@@ -5,9 +5,9 @@ import ipaddress
 
 import pytest
 
-import dockerd as engine_module  # the module; `dockerd` in a test is the fixture
-from conftest import http_get, wait_for
-from dockerd import DEFAULT_NETWORKS, busybox_image, private_dockerd
+from tests import dockerd as engine_module  # the module; `dockerd` in a test is the fixture
+from tests.conftest import http_get, wait_for
+from tests.dockerd import DEFAULT_NETWORKS, busybox_image, private_dockerd
 
 
 def test_a_container_serves_on_loopback_and_on_its_network(dockerd):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
-from nixos_helpers import is_default, mapping, mapping_raw, warpwatch_package, write_unit
-from nixpkgs_units import NIXPKGS_SERVICE_CONFIG, merge_unit
+from tests.conftest import require_tool
+from tests.nixos.helpers import is_default, mapping, mapping_raw, warpwatch_package, write_unit
+from tests.nixos.nixpkgs_units import NIXPKGS_SERVICE_CONFIG, merge_unit
 
 MAX_EXPOSURE = 2.0
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import spec
-from conftest import free_port, stop_process, wait_for
-from nixos_helpers import mapping, warpwatch_package
+from tests import spec
+from tests.conftest import free_port, stop_process, wait_for
+from tests.nixos.helpers import mapping, warpwatch_package
 
 FAKE_SYSTEMCTL = """#!/bin/sh
 echo "$*" >> "$FAKE_SYSTEMCTL_LOG"

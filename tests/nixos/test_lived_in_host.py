@@ -10,9 +10,9 @@ import subprocess
 import pytest
 import yaml
 
-import spec
-from conftest import free_port, http_get, nix_eval, require_tool, stop_process, wait_for, write_files
-from nixos_helpers import FAKE, SECRETS, is_default, mapping, mapping_raw, merged
+from tests import spec
+from tests.conftest import free_port, http_get, nix_eval, require_tool, stop_process, wait_for, write_files
+from tests.nixos.helpers import FAKE, SECRETS, is_default, mapping, mapping_raw, merged
 
 LIVED_IN = {
     "prometheus": {"listenAddress": "0.0.0.0", "port": 9091, "evaluationInterval": "1m"},

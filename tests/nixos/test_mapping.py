@@ -6,9 +6,9 @@ import re
 import pytest
 import yaml
 
-import spec
-from conftest import nix_eval
-from nixos_helpers import FAKE, SECRETS, mapping, mapping_error, mapping_expr, mapping_raw, merged, is_default
+from tests import spec
+from tests.conftest import nix_eval
+from tests.nixos.helpers import FAKE, SECRETS, mapping, mapping_error, mapping_expr, mapping_raw, merged, is_default
 
 SHIPPERS = ["promtail", "alloy"]
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from conftest import ROOT
-from nixos_helpers import mapping, merged
+from tests.conftest import ROOT
+from tests.nixos.helpers import mapping, merged
 
 # Attribute-set options whose keys are user-chosen names (units, files), not option names.
 NAMED = {("systemd", "services"), ("systemd", "timers"), ("environment", "etc")}

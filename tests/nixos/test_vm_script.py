@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import nix_eval
+from tests.conftest import nix_eval
 
 
 @pytest.fixture(scope="module", params=["promtail", "alloy"])

@@ -7,9 +7,9 @@ import subprocess
 import pytest
 import yaml
 
-import spec
-from conftest import require_tool
-from stack_helpers import compose_services, render_compose, run_render_compose
+from tests import spec
+from tests.conftest import require_tool
+from tests.stack.helpers import compose_services, render_compose, run_render_compose
 
 HEALTHCHECK_TIMINGS = (f"{spec.HEALTHCHECK_INTERVAL_S}s", f"{spec.HEALTHCHECK_TIMEOUT_S}s", spec.HEALTHCHECK_RETRIES)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import spec
-from conftest import ROOT, nix_eval, nix_value, require_tool
-from stack_helpers import compose_services, render_compose, render_yaml, stack_expr
+from tests import spec
+from tests.conftest import ROOT, nix_eval, nix_value, require_tool
+from tests.stack.helpers import compose_services, render_compose, render_yaml, stack_expr
 
 DASHBOARDS = ROOT / "configs" / "grafana" / "dashboards"
 

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-import spec
-from conftest import ROOT, nix_eval, nix_eval_error
-from stack_helpers import stack_expr
+from tests import spec
+from tests.conftest import ROOT, nix_eval, nix_eval_error
+from tests.stack.helpers import stack_expr
 
 
 def test_declaration_evaluates_with_derived_fields():

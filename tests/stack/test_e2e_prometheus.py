@@ -8,9 +8,9 @@ import urllib.parse
 
 import pytest
 
-import spec
-from conftest import free_port, http_get, require_tool, stop_process, wait_for
-from stack_helpers import REQUIRED_ALERTS, write_prometheus_host_config
+from tests import spec
+from tests.conftest import free_port, http_get, require_tool, stop_process, wait_for
+from tests.stack.helpers import REQUIRED_ALERTS, write_prometheus_host_config
 
 
 def query(base, promql):

@@ -3,8 +3,8 @@ with a message that names the field."""
 
 import pytest
 
-import spec
-from conftest import nix_eval, nix_eval_error
+from tests import spec
+from tests.conftest import nix_eval, nix_eval_error
 
 PROJECT = "(import ./nix/stack {{ overrides = {}; }}).compose.project"
 

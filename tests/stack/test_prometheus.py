@@ -7,9 +7,9 @@ import subprocess
 import pytest
 import yaml
 
-import spec
-from conftest import ROOT, nix_eval, require_tool
-from stack_helpers import REQUIRED_ALERTS, render_compose, render_yaml, stack_expr, write_prometheus_host_config
+from tests import spec
+from tests.conftest import ROOT, nix_eval, require_tool
+from tests.stack.helpers import REQUIRED_ALERTS, render_compose, render_yaml, stack_expr, write_prometheus_host_config
 
 ALERTS = ROOT / "configs" / "prometheus" / "alerts.yml"
 ALERT_TESTS = ROOT / "configs" / "prometheus" / "alerts.test.yml"

@@ -11,9 +11,9 @@ import re
 
 import pytest
 
-import spec
-from conftest import ROOT
-from systemd_helpers import Machine, service_mapping
+from tests import spec
+from tests.conftest import ROOT
+from tests.systemd.helpers import Machine, service_mapping
 
 UNIT = "warpwatch.service"
 HEALTH = "warpwatch-health-warpwatch"

@@ -6,8 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import nix_eval, require_tool, write_files
-from flake_helpers import OUTPUTS
+from tests.conftest import nix_eval, require_tool, write_files
+from tests.flake.helpers import OUTPUTS
 
 
 def run_script(script: str, tmp: Path, env: dict) -> subprocess.CompletedProcess:

@@ -17,7 +17,6 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -25,12 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, require_tool
-from dockerd import CACHE_ROOT, Dockerd
-
-sys.path.insert(0, str(ROOT / "tests" / "nixos"))  # the mapping's helpers, shared with tests/nixos
-from nixos_helpers import FAKE, SYSTEM_FAKE, mapping  # noqa: E402
-from nixos_units import Store, render_system, wants_links  # noqa: E402
+from tests.conftest import ROOT, require_tool
+from tests.dockerd import CACHE_ROOT, Dockerd
+from tests.nixos.helpers import FAKE, SYSTEM_FAKE, mapping
+from tests.nixos.units import Store, render_system, wants_links
 
 SUITE = "bookworm"
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "procps", "util-linux", "curl")

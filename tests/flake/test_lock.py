@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, nix_eval, require_tool
+from tests.conftest import ROOT, nix_eval, require_tool
 
 # The specification: the real github:NixOS/nixpkgs lock entries of the project's pins file
 # (../shared/reference/nixpkgs-pins.json, read from public flake.lock files), nixos-26.05 for

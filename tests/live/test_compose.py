@@ -1,7 +1,7 @@
 """The rendered compose project, run for real on a private Docker engine (issue 8).
 
 One stack for this module, started by the stack app's own `up` (Debian's docker-compose 1.29 as its
-compose binary) with images laid out by nix/stack/image-specs.nix; see live_helpers for what is real and
+compose binary) with images laid out by nix/stack/image-specs.nix; see helpers.py for what is real and
 what is a stand-in. The tests run in file order: the restart/stop tests come after the ones that
 read the first start.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-import spec
-from conftest import http_get, wait_for
-from live_helpers import PASSWORD_LINE, running_stack, time_to_healthy, volume_dir
+from tests import spec
+from tests.conftest import http_get, wait_for
+from tests.live.helpers import PASSWORD_LINE, running_stack, time_to_healthy, volume_dir
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "configs" / "grafana" / "dashboards"
 

@@ -6,9 +6,9 @@ second input, the NixOS module wrapper and the example host."""
 import pytest
 import yaml
 
-import spec
-from conftest import nix_eval
-from flake_helpers import OUTPUTS, STACK_APP
+from tests import spec
+from tests.conftest import nix_eval
+from tests.flake.helpers import OUTPUTS, STACK_APP
 
 LINUX = ["x86_64-linux", "aarch64-linux"]
 DARWIN = ["x86_64-darwin", "aarch64-darwin"]

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, http_get, nix_eval, nix_value, require_tool
-from dockerd import CACHE_ROOT
+from tests.conftest import ROOT, http_get, nix_eval, nix_value, require_tool
+from tests.dockerd import CACHE_ROOT
 
 STACK_APP = ROOT / "nix" / "stack-app.sh"
 STANDIN_SERVICES = {"loki", "promtail", "alloy", "grafana"}

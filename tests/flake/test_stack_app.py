@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool, write_files
-from flake_helpers import STACK_APP, eval_specs, tool_dir
+from tests.conftest import require_tool, write_files
+from tests.flake.helpers import STACK_APP, eval_specs, tool_dir
 
 # What the script itself calls (coreutils, grep, bash), without docker.
 BASE_TOOLS = ["bash", "cat", "chmod", "cp", "grep", "id", "mkdir", "mktemp", "mv", "od", "setfacl", "tail", "tr", "env"]
@@ -73,7 +73,7 @@ printf 'tarball of %s\\n' {name}
 
 
 # The uid the script must let read the secrets (WARPWATCH_STACK_SECRET_READER_UID; that the flake
-# passes Grafana's is checked in test_flake_outputs.py). Any non-root uid will do here.
+# passes Grafana's is checked in test_outputs.py). Any non-root uid will do here.
 READER_UID = 4242
 # What the flake passes as WARPWATCH_STACK_URLS; `up` must print it.
 STACK_URLS = "warpwatch: http://127.0.0.1:18080/\ngrafana: http://127.0.0.1:13000/"

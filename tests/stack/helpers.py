@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import ROOT, nix_eval, require_tool
+from tests.conftest import ROOT, nix_eval, require_tool
 
 RENDER = ROOT / "scripts" / "render-compose"
 

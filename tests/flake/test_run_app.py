@@ -6,9 +6,9 @@ import os
 import subprocess
 from functools import cache
 
-import spec
-from conftest import free_port, http_get, nix_eval, stop_process, wait_for
-from flake_helpers import RUN_APP, tool_dir
+from tests import spec
+from tests.conftest import free_port, http_get, nix_eval, stop_process, wait_for
+from tests.flake.helpers import RUN_APP, tool_dir
 
 RECORDER = """#!/usr/bin/env bash
 printf '%s\\n' "$WARPWATCH_ADDR" "$WARPWATCH_DATA_DIR" "$*"

@@ -10,8 +10,8 @@ definition.
 
 from pathlib import Path
 
-from conftest import nix_eval, nix_eval_error, nix_value
-from nixos_units import Store, merge, render_service
+from tests.conftest import nix_eval, nix_eval_error, nix_value
+from tests.nixos.units import Store, merge, render_service
 
 FAKE = {
     "warpwatch": "/nix/store/00000000000000000000000000000000-warpwatch",
@@ -98,7 +98,7 @@ def merged(result: dict) -> dict:
 
 def write_unit(directory: Path, name: str, unit: dict) -> Path:
     """<directory>/<name>.service from a mapped systemd.services.<name>, the way NixOS writes it
-    (nixos_units.py); store objects it names (scripts, restart triggers) go to <directory>/store."""
+    (units.py); store objects it names (scripts, restart triggers) go to <directory>/store."""
     path = directory / f"{name}.service"
     path.write_text(render_service(name, unit, Store(directory / "store"), SYSTEM_FAKE, SYSTEM_FAKE["bash"]))
     return path

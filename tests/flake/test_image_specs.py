@@ -7,9 +7,9 @@ import subprocess
 import pytest
 import yaml
 
-import spec
-from conftest import nix_eval, nix_eval_error
-from flake_helpers import FAKE_VERSIONS, declaration, eval_specs, specs_expr
+from tests import spec
+from tests.conftest import nix_eval, nix_eval_error
+from tests.flake.helpers import FAKE_VERSIONS, declaration, eval_specs, specs_expr
 
 SERVICES = [*spec.SERVICES, "alloy"]
 DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")

@@ -1,12 +1,12 @@
 """The stack with Alloy as the log shipper (`logShipper = "alloy"`), run for real: the same
 contract as Promtail's (issue 8, defect 1: Alloy's image also seeded its state directory for a
-uid compose did not run it as). The Promtail stack's full checks are in test_live_compose.py."""
+uid compose did not run it as). The Promtail stack's full checks are in test_compose.py."""
 
 import pytest
 
-import spec
-from conftest import wait_for
-from live_helpers import running_stack, time_to_healthy, volume_dir
+from tests import spec
+from tests.conftest import wait_for
+from tests.live.helpers import running_stack, time_to_healthy, volume_dir
 
 SERVICES = {*spec.SERVICES} - {"promtail"} | {"alloy"}
 

@@ -1,7 +1,7 @@
-"""The unit renderer's own rules (nixos_units.py), on small attrsets whose NixOS rendering is known
+"""The unit renderer's own rules (units.py), on small attrsets whose NixOS rendering is known
 from nixos/lib/systemd-lib.nix: what the container test installs is only as faithful as this."""
 
-from nixos_units import Store, plain, render_journald, render_service, render_system, render_timer, wants_links
+from tests.nixos.units import Store, plain, render_journald, render_service, render_system, render_timer, wants_links
 
 PACKAGES = {p: f"/nix/store/{p}" for p in ("coreutils", "findutils", "gnugrep", "gnused", "systemd")}
 BASH = "/nix/store/bash"

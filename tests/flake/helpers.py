@@ -3,7 +3,7 @@ package versions and store paths (what nixpkgs would pass), and the two `nix run
 
 from pathlib import Path
 
-from conftest import ROOT, nix_eval, nix_value, require_tool
+from tests.conftest import ROOT, nix_eval, nix_value, require_tool
 
 NIX = ROOT / "nix"
 STACK_APP = NIX / "stack-app.sh"

@@ -1,0 +1,1 @@
+"""The private Docker engine of tests/dockerd.py, tested on its own."""

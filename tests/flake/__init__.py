@@ -1,0 +1,1 @@
+"""flake.nix and nix/*.nix evaluated offline with a stand-in nixpkgs, and the `nix run` scripts."""

@@ -1,0 +1,1 @@
+"""The compose stack run for real on a private dockerd."""

@@ -1,0 +1,1 @@
+"""The NixOS mapping (nix/stack/nixos/) evaluated offline, and the units it yields."""

@@ -1,0 +1,1 @@
+"""The stack declaration and its renderings: compose project, tool configs, Prometheus."""

@@ -1,0 +1,1 @@
+"""The service's NixOS units under a real systemd, in a container."""
