@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The load benchmark (README "Benchmark"): warpwatch against a bare warp server, in one run.
+# The load benchmark (CONTRIBUTING.md, "Benchmark"): warpwatch against bare warp, in one run.
 #
 # Usage: bench/run.sh [--quick] [--report-only] [--rounds N] [--duration SECONDS] (see --help)
 #

@@ -101,9 +101,9 @@ def test_systemd_analyze_verify_is_clean(machine, declared):
     assert (proc.returncode, proc.stdout) == (0, ""), f"systemd-analyze verify:\n{proc.stdout}"
 
 
-def test_the_readme_names_the_systemd_that_ran_them(machine):
+def test_the_contributing_guide_names_the_systemd_that_ran_them(machine):
     major = re.match(r"systemd (\d+) ", machine.sh("systemctl --version").stdout).group(1)
-    assert f"**systemd {major}**" in (ROOT / "README.md").read_text()
+    assert f"**systemd {major}**" in (ROOT / "CONTRIBUTING.md").read_text()
 
 
 def test_active_under_every_hardening_directive_and_serving(machine, declared):
