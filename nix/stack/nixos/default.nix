@@ -185,9 +185,7 @@ in
               ./grafana.nix
               ./shipper.nix
             ]
-            ++ map context.healthcheck (
-              builtins.filter (name: name != "warpwatch") stack.activeServiceNames
-            );
+            ++ map context.healthcheck (builtins.filter (name: name != "warpwatch") stack.activeServiceNames);
           serviceOptions = [
             "prometheus"
             "loki"
