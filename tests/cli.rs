@@ -199,14 +199,28 @@ fn port_in_use_is_a_clear_error() {
     let out = run(&["--addr", &addr], &[]);
     refused_to_listen(&out, &addr, "in use");
     refused_to_listen(&out, &addr, "another process is listening there");
-    // A filter that hides every log line still lets the refusal through.
-    let out = run(&["--addr", &addr], &[("RUST_LOG", "off")]);
-    let stderr = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("cannot listen on {addr}")),
-        "{stderr}"
-    );
+    // A filter that hides error lines, by level, by module or by message, still lets the
+    // refusal through: once, in the usual line shape.
+    for filter in [
+        "error/zzz",
+        "off",
+        "warpwatch=off",
+        "info,warpwatch::server=off",
+    ] {
+        let out = run(&["--addr", &addr], &[("RUST_LOG", filter)]);
+        refused_to_listen(&out, &addr, "another process is listening there");
+        let stderr = stderr_of(&out);
+        let line = stderr.lines().find(|l| l.contains("cannot listen on"));
+        assert!(
+            line.is_some_and(|l| l.trim_start().starts_with("ERROR warpwatch::server")),
+            "RUST_LOG={filter}: {stderr}"
+        );
+        // So does a usage error.
+        let out = run(&["--addr", "nonsense"], &[("RUST_LOG", filter)]);
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("invalid --addr 'nonsense'"), "{stderr}");
+    }
 }
 
 /// The start failed with exit status 1 and one error line: cannot listen on `addr`, `advice`.
