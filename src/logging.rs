@@ -1,6 +1,11 @@
 //! Logger setup: pretty_env_logger's line shape (` INFO warpwatch::server > message`), filtered by
 //! `RUST_LOG`. Colours only when stderr is a terminal, so Loki and journald get clean lines.
+//!
+//! One event is one line: control characters in a message (line breaks, ESC, any C0 or C1
+//! character) are written escaped (`\n`, `\u{1b}`), whoever supplied them: a path from the
+//! configuration, a value from a client or a panic message cannot start a line of its own.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use log::{Level, LevelFilter, Log, Record};
@@ -21,7 +26,7 @@ pub fn init(filter: &str) {
         .parse_filters(filter)
         .build();
     let max = logger.filter();
-    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+    if log::set_boxed_logger(Box::new(OneLine(logger))).is_ok() {
         log::set_max_level(max);
         let _ = UNFILTERED.set(
             pretty_env_logger::formatted_builder()
@@ -39,7 +44,8 @@ pub fn init(filter: &str) {
 pub fn fatal(target: &str, message: &str) {
     match UNFILTERED.get() {
         Some(logger) => {
-            logger.log(
+            write_escaped(
+                logger,
                 &Record::builder()
                     .level(Level::Error)
                     .target(target)
@@ -48,8 +54,63 @@ pub fn fatal(target: &str, message: &str) {
             );
             logger.flush();
         }
-        None => eprintln!("warpwatch: {message}"),
+        None => eprintln!("warpwatch: {}", escape(message)),
     }
+}
+
+/// env_logger's logger, writing every message escaped.
+struct OneLine(Logger);
+
+impl Log for OneLine {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if self.0.matches(record) {
+            write_escaped(&self.0, record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+fn write_escaped(logger: &Logger, record: &Record<'_>) {
+    let text = record.args().to_string();
+    let text = escape(&text);
+    logger.log(
+        &Record::builder()
+            .level(record.level())
+            .target(record.target())
+            .module_path(record.module_path())
+            .file(record.file())
+            .line(record.line())
+            .args(format_args!("{text}"))
+            .build(),
+    );
+}
+
+/// `text` with every character that could end or rewrite a terminal or log line written as its
+/// Rust escape (`\n`, `\r`, `\t`, `\u{1b}`): the C0 and C1 controls, DEL, and the Unicode line
+/// and paragraph separators. Borrowed when there is none.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    fn breaks_line(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+    }
+    if !text.chars().any(breaks_line) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if breaks_line(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Whether the access log is on; one relaxed atomic load when it is off.
@@ -68,15 +129,28 @@ fn install_panic_hook() {
             .location()
             .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))
             .unwrap_or_default();
-        // The standard hook's text puts the message on a line of its own, and a message may
-        // hold line breaks itself: either would split one event in journald and Loki.
+        // The standard hook's text puts the message on a line of its own, which would split one
+        // event in journald and Loki (line breaks inside the message are escaped by the logger).
         let payload = info.payload();
         let message = payload
             .downcast_ref::<&str>()
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(no message)")
-            .replace(['\r', '\n'], " ");
+            .unwrap_or("(no message)");
         log::error!(target: "warpwatch::panic", "thread '{name}' panicked{at}: {message}");
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_leaves_one_line() {
+        assert!(matches!(escape("plain / päth ✓"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape("a\nb\rc\td\u{1b}[31me\u{7f}f\u{85}g\u{2028}h"),
+            "a\\nb\\rc\\td\\u{1b}[31me\\u{7f}f\\u{85}g\\u{2028}h"
+        );
+    }
 }
