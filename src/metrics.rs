@@ -100,7 +100,7 @@ lazy_static! {
     ));
     pub static ref CONNECTIONS_EVICTED_TOTAL: IntCounter = register(IntCounter::new(
         "warpwatch_connections_evicted_total",
-        "Connections closed to make room for a new one while at the cap (oldest first).",
+        "Connections closed to make room for a new one while at the cap (those that never sent a complete request first).",
     ));
     static ref CONNECTION_ERRORS_TOTAL: IntCounterVec = register(IntCounterVec::new(
         Opts::new(
