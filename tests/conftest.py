@@ -6,6 +6,7 @@ fails the test with the package to install, it never skips.
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -99,6 +100,21 @@ def write_files(root: Path, files: dict[str, str], mode: int | None = None) -> P
         if mode is not None:
             path.chmod(mode)
     return root
+
+
+DASHBOARDS = ROOT / "configs" / "grafana" / "dashboards"
+
+
+def dashboard_queries(pattern: str = "*.json"):
+    """(dashboard: panel title, query) for every Prometheus query of the dashboards matching
+    `pattern`, Grafana's interval variables substituted; rows and Loki panels left out."""
+    for path in sorted(DASHBOARDS.glob(pattern)):
+        for panel in json.loads(path.read_text())["panels"]:
+            if panel.get("datasource", {}).get("type") != "prometheus":
+                continue
+            for target in panel["targets"]:
+                expr = re.sub(r"\$__(rate_interval|interval|range)", "1m", target["expr"])
+                yield f"{path.name}: {panel['title']}", expr
 
 
 def http_get(url: str, timeout: float = 5, headers: dict | None = None) -> tuple[int, str]:
