@@ -8,9 +8,8 @@ import re
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import DASHBOARDS, ROOT
 
-DASHBOARDS = ROOT / "configs" / "grafana" / "dashboards"
 ALERTS = ROOT / "configs" / "prometheus" / "alerts.yml"
 # Requests that are not users': Prometheus scrapes and healthcheck probes.
 NOT_USER_PATHS = ("/metrics", "/healthz", "/readyz")
