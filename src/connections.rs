@@ -241,7 +241,8 @@ struct Shared {
 }
 
 /// Every open connection, in one of two lists (plus some already closed, pruned as they grow).
-/// Each connection takes the lock twice: when accepted, and when its first request head is complete.
+/// Each connection takes the lock twice: when accepted, and when its first request head is
+/// complete.
 #[derive(Default)]
 struct Order {
     /// Every connection in the order it was accepted; those since established are skipped.
@@ -258,10 +259,11 @@ impl Shared {
 
     /// Closes one open connection to make room for a new one: the oldest that has not sent a
     /// complete request head (a half-sent request, a connection opened and never used: what a
-    /// flood is made of); if there is none, the established one with the lowest [`Control::eviction_rank`],
-    /// so a client that keeps asking on one connection is the last to go. The first costs O(1)
-    /// amortised; the second a scan of the established connections, at most the cap.
-    /// An evicted connection leaves the lists at once, so every live entry is not closing yet.
+    /// flood is made of); if there is none, the established one with the lowest
+    /// [`Control::eviction_rank`], so a client that keeps asking on one connection is the last
+    /// to go. The first costs O(1) amortised; the second a scan of the established connections,
+    /// at most the cap. An evicted connection leaves the lists at once, so every live entry is
+    /// not closing yet.
     fn evict(&self) {
         let mut order = self.order();
         while let Some(weak) = order.accepted.pop_front() {
