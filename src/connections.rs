@@ -170,13 +170,11 @@ impl Control {
         }
     }
 
-    /// Among established connections, the lowest is evicted first: one with no request in
-    /// progress before one with, then the fewest requests, then the one idle (or waiting for a
-    /// request head) since the earliest tick, then the oldest.
-    fn eviction_rank(&self) -> (bool, u64, u64, u64) {
-        let (phase, since) = self.phase();
+    /// Among established connections, the lowest is evicted first: the fewest requests, then
+    /// the one idle (or in its current phase) since the earliest tick, then the oldest.
+    fn eviction_rank(&self) -> (u64, u64, u64) {
         let requests = self.requests.load(Ordering::Relaxed);
-        (phase == BUSY, requests, since, self.seq)
+        (requests, self.phase().1, self.seq)
     }
 
     fn signal(&self, state: u8) {

@@ -102,7 +102,7 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     if !text.chars().any(breaks_line) {
         return Cow::Borrowed(text);
     }
-    let mut out = String::with_capacity(text.len() + 16);
+    let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if breaks_line(c) {
             out.extend(c.escape_default());

@@ -515,7 +515,9 @@ fn cpu_seconds(stat: &str) -> Option<f64> {
     let stime: u64 = fields.next()?.parse().ok()?;
     // SAFETY: sysconf only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
+    // (-1 on error.)
+    let ticks = std::num::NonZeroU64::new(u64::try_from(ticks).ok()?)?;
+    Some((utime + stime) as f64 / ticks.get() as f64)
 }
 
 #[cfg(test)]

@@ -750,3 +750,87 @@ fn a_scraper_keeps_its_connection_through_a_connection_flood() {
         "the flood opened {opened} connections and {evicted} were evicted: not past the cap {cap}"
     );
 }
+
+/// A connection that completed one request outlives the never-used connections opened after
+/// it: at the cap, those go first, however new.
+#[test]
+fn at_the_cap_unused_connections_go_before_a_used_one() {
+    let nofile = MIN_CAP_NOFILE;
+    let cap = (nofile - FD_RESERVE) as usize;
+    let args = ["--addr".to_owned(), "127.0.0.1:0".to_owned()];
+    let svc = Service::start_with_nofile(&args, &[("RUST_LOG", "info")], nofile);
+    let mut used = Conn::open(svc.addr).unwrap();
+    assert_eq!(used.get("/healthz").unwrap().status, 200);
+    let port = used.local_addr().port();
+    let mut unused: Vec<TcpStream> = (0..cap - 1)
+        .map(|_| TcpStream::connect(svc.addr).unwrap())
+        .collect();
+    // Newcomers making one request each, kept open: at the cap each evicts an unused one.
+    let newcomers: Vec<Conn> = (0..cap / 2)
+        .map(|i| {
+            let mut c = Conn::open(svc.addr).unwrap();
+            assert_eq!(c.get("/healthz").unwrap().status, 200, "newcomer {i}");
+            c
+        })
+        .collect();
+    assert_eq!(used.get("/healthz").unwrap().status, 200);
+    assert_eq!(used.local_addr().port(), port);
+    let closed = unused
+        .iter_mut()
+        .map(|s| closed_within(s, Duration::from_millis(300)))
+        .filter(|closed| *closed)
+        .count();
+    assert!(
+        closed >= cap / 2,
+        "only {closed} unused connections evicted"
+    );
+    drop(newcomers);
+}
+
+/// At the cap, among connections that all completed requests, the ones that asked least go
+/// first, even when they are the newest, and connections already closed are never counted as
+/// evicted: open connections stay at the cap.
+#[test]
+fn at_the_cap_connections_that_asked_least_go_first() {
+    let nofile = MIN_CAP_NOFILE;
+    let cap = (nofile - FD_RESERVE) as usize;
+    let args = ["--addr".to_owned(), "127.0.0.1:0".to_owned()];
+    let svc = Service::start_with_nofile(&args, &[("RUST_LOG", "info")], nofile);
+    let mut regulars: Vec<Conn> = (0..cap - 2)
+        .map(|_| {
+            let mut c = Conn::open(svc.addr).unwrap();
+            for _ in 0..2 {
+                assert_eq!(c.get("/healthz").unwrap().status, 200);
+            }
+            c
+        })
+        .collect();
+    // Closed one-request connections: the service's record of them must not stand in for a
+    // live connection at the cap.
+    for _ in 0..32 {
+        assert_eq!(http::get(svc.addr, "/healthz").status, 200);
+    }
+    // Eight newcomers with one request each, kept open: at the cap each evicts an earlier one.
+    let newcomers: Vec<Conn> = (0..8)
+        .map(|_| {
+            let mut c = Conn::open(svc.addr).unwrap();
+            assert_eq!(c.get("/healthz").unwrap().status, 200);
+            c
+        })
+        .collect();
+    for (i, c) in regulars.iter_mut().enumerate() {
+        assert_eq!(
+            c.get("/healthz").map(|r| r.status).ok(),
+            Some(200),
+            "regular connection {i} (two requests) was evicted for a newcomer (one)"
+        );
+    }
+    // The scrape's own connection is one more; evicted ones close on their next turn.
+    let open = || value(&scrape(svc.addr), "warpwatch_connections_open", &[]);
+    assert!(
+        eventually(Duration::from_secs(2), || open() <= cap as f64),
+        "{} open over the cap {cap}",
+        open()
+    );
+    drop(newcomers);
+}
