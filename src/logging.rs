@@ -52,7 +52,6 @@ pub fn fatal(target: &str, message: &str) {
                     .args(format_args!("{message}"))
                     .build(),
             );
-            logger.flush();
         }
         None => eprintln!("warpwatch: {}", escape(message)),
     }
@@ -72,9 +71,8 @@ impl Log for OneLine {
         }
     }
 
-    fn flush(&self) {
-        self.0.flush();
-    }
+    /// env_logger writes each record to stderr whole, unbuffered: nothing to flush.
+    fn flush(&self) {}
 }
 
 fn write_escaped(logger: &Logger, record: &Record<'_>) {
