@@ -17,7 +17,7 @@ use crate::config::{
     ENV_ADDR, ENV_DATA_DIR, ENV_HEADER_TIMEOUT, ENV_IDLE_TIMEOUT, ENV_LOG, ENV_PORT, Flags, Given,
 };
 use crate::exit::{EXIT_DATA, EXIT_FAILURE, EXIT_USAGE};
-use crate::{probe, server};
+use crate::{logging, probe, server};
 
 /// warpwatch: Moscow time and a visit counter, instrumented for Prometheus.
 #[derive(Debug, Parser)]
@@ -151,7 +151,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     let config = match config {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("warpwatch: {e}");
+            eprintln!("warpwatch: {}", logging::escape(&e.0));
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -186,8 +186,9 @@ fn clap_error(e: &clap::Error, probe_command: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let rendered = e.render().to_string();
-    let first = rendered.lines().next().unwrap_or_default();
-    let message = first.strip_prefix("error: ").unwrap_or(first);
+    // The message, without the usage and tips clap puts after a blank line.
+    let first = rendered.split("\n\n").next().unwrap_or_default().trim_end();
+    let message = logging::escape(first.strip_prefix("error: ").unwrap_or(first));
     let (prefix, help) = if probe_command {
         ("warpwatch probe", "warpwatch probe --help")
     } else {

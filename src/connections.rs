@@ -7,10 +7,11 @@
 //! - a kept-alive connection may sit idle between requests for [`Limits::idle_timeout`] (default
 //!   [`DEFAULT_IDLE_TIMEOUT`]), and a response the client does not read may stall for as long;
 //! - a request head over [`MAX_REQUEST_HEAD`] bytes is answered 431 and the connection closed;
-//! - at most [`Limits::max_connections`] are open; when a new connection arrives at the cap, the
-//!   oldest open connection is closed to make room. The listener keeps accepting, so a probe or a
-//!   scrape always gets in, and an attacker's connections are the ones that go first: they are
-//!   the oldest, since nothing legitimate stays long without a complete request head.
+//! - at most [`Limits::max_connections`] are open; when a new connection arrives at the cap, one
+//!   open connection is closed to make room (see [`Shared::evict`] for which). The listener keeps
+//!   accepting, so a probe or a scrape always gets in, and an established client that keeps
+//!   asking, such as a Prometheus scraper on its keep-alive connection, keeps its connection:
+//!   connections that never sent a complete request go first, then those that asked least.
 //!
 //! Client mistakes (malformed requests, timeouts, resets) are counted in
 //! `warpwatch_connection_errors_total{kind}` and logged at debug only: no client can write
@@ -22,7 +23,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -144,14 +145,38 @@ const BUSY: u64 = 1;
 const IDLE: u64 = 2;
 
 /// One connection's shared state: written by its own task (I/O and service wrappers), read by
-/// its deadline check, signalled by the accept loop.
+/// its deadline check and the eviction, signalled by the accept loop.
 struct Control {
     state: AtomicU8,
     waker: AtomicWaker,
     activity: AtomicU64,
+    /// Requests received; written by the connection's task only.
+    requests: AtomicU64,
+    /// Set once its first request head is complete: it moved to [`Order::established`].
+    established: AtomicBool,
+    /// Its place in the order of acceptance.
+    seq: u64,
 }
 
 impl Control {
+    fn new(now: u64, seq: u64) -> Control {
+        Control {
+            state: AtomicU8::new(RUN),
+            waker: AtomicWaker::new(),
+            activity: AtomicU64::new(HEAD << PHASE_SHIFT | now),
+            requests: AtomicU64::new(0),
+            established: AtomicBool::new(false),
+            seq,
+        }
+    }
+
+    /// Among established connections, the lowest is evicted first: the fewest requests, then
+    /// the one idle (or in its current phase) since the earliest tick, then the oldest.
+    fn eviction_rank(&self) -> (u64, u64, u64) {
+        let requests = self.requests.load(Ordering::Relaxed);
+        (requests, self.phase().1, self.seq)
+    }
+
     fn signal(&self, state: u8) {
         self.state.fetch_max(state, Ordering::AcqRel);
         self.waker.wake();
@@ -208,40 +233,93 @@ struct Shared {
     peak: AtomicUsize,
     /// Notified when `open` falls to 0.
     idle: Notify,
-    /// Every open connection, oldest first (plus some already closed, pruned as it grows).
-    order: Mutex<VecDeque<Weak<Control>>>,
+    /// Connections accepted so far.
+    accepted: AtomicU64,
+    order: Mutex<Order>,
+}
+
+/// Every open connection, in one of two lists (plus some already closed, pruned as they grow).
+/// Each connection takes the lock twice: when accepted, and when its first request head is
+/// complete.
+#[derive(Default)]
+struct Order {
+    /// Every connection in the order it was accepted; those since established are skipped.
+    accepted: VecDeque<Weak<Control>>,
+    /// Connections that sent a complete request. Strong references, so the eviction's scan reads
+    /// each with plain loads; one whose task ended is the only holder of its `Control`.
+    established: Vec<Arc<Control>>,
 }
 
 impl Shared {
-    fn order(&self) -> std::sync::MutexGuard<'_, VecDeque<Weak<Control>>> {
+    fn order(&self) -> std::sync::MutexGuard<'_, Order> {
         self.order.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Closes the oldest open connection. An evicted one leaves the order at once, so every
-    /// entry still there that is alive is not closing yet.
-    fn evict_oldest(&self) {
+    /// Closes one open connection to make room for a new one: the oldest that has not sent a
+    /// complete request head (a half-sent request, a connection opened and never used: what a
+    /// flood is made of); if there is none, the established one with the lowest
+    /// [`Control::eviction_rank`], so a client that keeps asking on one connection is the last
+    /// to go. The first costs O(1) amortised; the second a scan of the established connections,
+    /// at most the cap. An evicted connection leaves the lists at once, so every live entry is
+    /// not closing yet.
+    fn evict(&self) {
         let mut order = self.order();
-        while let Some(weak) = order.pop_front() {
-            if let Some(control) = weak.upgrade() {
-                control.signal(CLOSE);
-                metrics::CONNECTIONS_EVICTED_TOTAL.inc();
+        while let Some(weak) = order.accepted.pop_front() {
+            if let Some(control) = weak.upgrade()
+                && !control.established.load(Ordering::Acquire)
+            {
+                evicted(&control);
                 return;
             }
+        }
+        // (One evicted before its first request head was complete may have been added since.)
+        order
+            .established
+            .retain(|c| Arc::strong_count(c) > 1 && c.state.load(Ordering::Acquire) != CLOSE);
+        let victim = order
+            .established
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, c)| c.eviction_rank())
+            .map(|(i, _)| i);
+        if let Some(i) = victim {
+            evicted(&order.established.swap_remove(i));
         }
     }
 
     fn register(&self, control: &Arc<Control>) {
+        let open = self.open.load(Ordering::Relaxed);
         let mut order = self.order();
-        order.push_back(Arc::downgrade(control));
-        if prune_due(order.len(), self.open.load(Ordering::Relaxed)) {
-            order.retain(|w| w.strong_count() > 0);
-            let keep = order.len() * 2;
-            order.shrink_to(keep);
+        order.accepted.push_back(Arc::downgrade(control));
+        if prune_due(order.accepted.len(), open) {
+            order.accepted.retain(|w| {
+                w.upgrade()
+                    .is_some_and(|c| !c.established.load(Ordering::Acquire))
+            });
+            let keep = order.accepted.len() * 2;
+            order.accepted.shrink_to(keep);
+        }
+    }
+
+    /// Moves `control` to the established connections, once its first request head is complete.
+    fn establish(&self, control: &Arc<Control>) {
+        let open = self.open.load(Ordering::Relaxed);
+        let mut order = self.order();
+        control.established.store(true, Ordering::Release);
+        order.established.push(control.clone());
+        if prune_due(order.established.len(), open) {
+            order.established.retain(|c| Arc::strong_count(c) > 1);
+            let keep = order.established.len() * 2;
+            order.established.shrink_to(keep);
         }
     }
 
     fn signal_all(&self, state: u8) {
-        for control in self.order().iter().filter_map(Weak::upgrade) {
+        let order = self.order();
+        for control in order.accepted.iter().filter_map(Weak::upgrade) {
+            control.signal(state);
+        }
+        for control in &order.established {
             control.signal(state);
         }
     }
@@ -271,7 +349,12 @@ impl Shared {
     }
 }
 
-/// Amortised O(1) upkeep of [`Shared::order`]: prune closed entries once they outnumber open
+fn evicted(control: &Control) {
+    control.signal(CLOSE);
+    metrics::CONNECTIONS_EVICTED_TOTAL.inc();
+}
+
+/// Amortised O(1) upkeep of [`Order`]'s lists: prune closed entries once they outnumber open
 /// ones (plus some slack, so a small server never bothers).
 fn prune_due(len: usize, open: usize) -> bool {
     len > 2 * open + 64
@@ -399,6 +482,14 @@ where
     #[inline]
     fn call(&self, req: Request<Incoming>) -> S::Future {
         self.control.enter(BUSY, self.shared.clock.now());
+        // Only this connection's task writes the count: no read-modify-write needed.
+        let requests = self.control.requests.load(Ordering::Relaxed);
+        self.control
+            .requests
+            .store(requests.saturating_add(1), Ordering::Relaxed);
+        if requests == 0 {
+            self.shared.establish(&self.control);
+        }
         self.inner.call(req)
     }
 }
@@ -428,7 +519,8 @@ pub async fn serve<S>(
         open: AtomicUsize::new(0),
         peak: AtomicUsize::new(0),
         idle: Notify::new(),
-        order: Mutex::new(VecDeque::new()),
+        accepted: AtomicU64::new(0),
+        order: Mutex::new(Order::default()),
     });
     let ticker = {
         let shared = shared.clone();
@@ -499,17 +591,14 @@ where
             debug!(target: "warpwatch::connections", "refusing a connection: {open} still open");
             return;
         }
-        shared.evict_oldest();
+        shared.evict();
     }
     let open = shared.open.fetch_add(1, Ordering::AcqRel) + 1;
     shared.peak.fetch_max(open, Ordering::Relaxed);
     metrics::CONNECTIONS_OPEN.inc();
     let guard = OpenGuard(shared.clone());
-    let control = Arc::new(Control {
-        state: AtomicU8::new(RUN),
-        waker: AtomicWaker::new(),
-        activity: AtomicU64::new(HEAD << PHASE_SHIFT | shared.clock.now()),
-    });
+    let seq = shared.accepted.fetch_add(1, Ordering::Relaxed);
+    let control = Arc::new(Control::new(shared.clock.now(), seq));
     shared.register(&control);
     let io = TrackedStream {
         io: stream,

@@ -100,7 +100,7 @@ lazy_static! {
     ));
     pub static ref CONNECTIONS_EVICTED_TOTAL: IntCounter = register(IntCounter::new(
         "warpwatch_connections_evicted_total",
-        "Connections closed to make room for a new one while at the cap (oldest first).",
+        "Connections closed to make room for a new one while at the cap (those that never sent a complete request first).",
     ));
     static ref CONNECTION_ERRORS_TOTAL: IntCounterVec = register(IntCounterVec::new(
         Opts::new(
@@ -471,12 +471,53 @@ impl<C: Collector> Collector for Cached<C> {
         match &*last {
             Some((at, families)) if at.elapsed() < PROCESS_CACHE => families.clone(),
             _ => {
-                let families = self.inner.collect();
+                let mut families = self.inner.collect();
+                fractional_cpu(&mut families);
                 *last = Some((Instant::now(), families.clone()));
                 families
             }
         }
     }
+}
+
+#[cfg(target_os = "linux")]
+const CPU_NAME: &str = "process_cpu_seconds_total";
+
+/// Replaces the process collector's `process_cpu_seconds_total`, which divides clock ticks by the
+/// tick rate in integers (so `rate()` over it is 0 most of the time), with the exact quotient, as
+/// other exporters give it. Left as it is if `/proc/self/stat` cannot be read.
+#[cfg(target_os = "linux")]
+fn fractional_cpu(families: &mut [MetricFamily]) {
+    let Some(seconds) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| cpu_seconds(&stat))
+    else {
+        return;
+    };
+    for family in families.iter_mut().filter(|f| f.name() == CPU_NAME) {
+        for metric in family.mut_metric() {
+            let mut counter = prometheus::proto::Counter::default();
+            counter.set_value(seconds);
+            metric.set_counter(counter);
+        }
+    }
+}
+
+/// User plus system CPU time in seconds from the text of `/proc/PID/stat` (fields 14 and 15, in
+/// clock ticks). The command name (field 2) may hold spaces and parentheses: fields are counted
+/// from the last `)`.
+#[cfg(target_os = "linux")]
+fn cpu_seconds(stat: &str) -> Option<f64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // `rest` begins at field 3 (the state).
+    let mut fields = rest.split_whitespace().skip(14 - 3);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    // (-1 on error.)
+    let ticks = std::num::NonZeroU64::new(u64::try_from(ticks).ok()?)?;
+    Some((utime + stime) as f64 / ticks.get() as f64)
 }
 
 #[cfg(test)]
@@ -489,6 +530,16 @@ mod tests {
             assert_eq!(label.parse::<f64>().unwrap(), bound, "{label}");
         }
         assert!(DURATION_BUCKETS.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn cpu_seconds_count_fields_from_the_last_parenthesis() {
+        // SAFETY: sysconf only reads a configuration value.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let stat = "42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 5 0 0";
+        assert_eq!(cpu_seconds(stat), Some(10.0 / hz));
+        assert_eq!(cpu_seconds("42 (x) S 1 2"), None);
     }
 
     #[test]

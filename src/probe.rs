@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{self, EnvLookup, UsageError};
 use crate::exit::{EXIT_FAILURE, EXIT_USAGE};
+use crate::logging::escape;
 
 /// Overall deadline when `--timeout` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -133,21 +134,23 @@ pub fn main(url: Option<String>, timeout: Duration, env: EnvLookup<'_>) -> ExitC
     let (url, target) = match target {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("warpwatch probe: {e}");
+            eprintln!("warpwatch probe: {}", escape(&e.to_string()));
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // What the probe prints comes from its argument and from the server it asked: one line each.
+    let url = escape(&url);
     match get(&target, timeout) {
         Ok(status) if (200..300).contains(&status.code) => {
-            println!("ok: {url} answered {}", status.line);
+            println!("ok: {url} answered {}", escape(&status.line));
             ExitCode::SUCCESS
         }
         Ok(status) => {
-            eprintln!("unhealthy: {url} answered {}", status.line);
+            eprintln!("unhealthy: {url} answered {}", escape(&status.line));
             ExitCode::from(EXIT_FAILURE)
         }
         Err(reason) => {
-            eprintln!("unhealthy: {url}: {reason}");
+            eprintln!("unhealthy: {url}: {}", escape(&reason.to_string()));
             ExitCode::from(EXIT_FAILURE)
         }
     }

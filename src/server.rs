@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use log::{error, info, warn};
+use log::{info, warn};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
@@ -199,13 +199,13 @@ pub fn run(config: Config) -> ExitCode {
             info!("stopped; {} visits persisted", store.count());
             ExitCode::SUCCESS
         }
-        Err(_) => {
-            error!(
-                "stopped without persisting the last {} visits (see the error above)",
+        Err(e) => fatal(
+            EXIT_FAILURE,
+            &format!(
+                "stopped without persisting the last {} visits: {e}",
                 store.count()
-            );
-            ExitCode::from(EXIT_FAILURE)
-        }
+            ),
+        ),
     }
 }
 
@@ -225,12 +225,8 @@ fn bind_error(addr: SocketAddr, e: &io::Error) -> String {
     format!("cannot listen on {addr}: {e}; {hint}")
 }
 
-/// Logs a startup failure (and prints it if the log filter hides errors), returning `code`.
+/// Logs why the process stops with `code`, whatever the log filter, and returns `code`.
 fn fatal(code: u8, message: &str) -> ExitCode {
-    if log::log_enabled!(log::Level::Error) {
-        error!("{message}");
-    } else {
-        eprintln!("warpwatch: {message}");
-    }
+    logging::fatal(module_path!(), message);
     ExitCode::from(code)
 }

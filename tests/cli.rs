@@ -199,14 +199,28 @@ fn port_in_use_is_a_clear_error() {
     let out = run(&["--addr", &addr], &[]);
     refused_to_listen(&out, &addr, "in use");
     refused_to_listen(&out, &addr, "another process is listening there");
-    // A filter that hides every log line still lets the refusal through.
-    let out = run(&["--addr", &addr], &[("RUST_LOG", "off")]);
-    let stderr = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("cannot listen on {addr}")),
-        "{stderr}"
-    );
+    // A filter that hides error lines, by level, by module or by message, still lets the
+    // refusal through: once, in the usual line shape.
+    for filter in [
+        "error/zzz",
+        "off",
+        "warpwatch=off",
+        "info,warpwatch::server=off",
+    ] {
+        let out = run(&["--addr", &addr], &[("RUST_LOG", filter)]);
+        refused_to_listen(&out, &addr, "another process is listening there");
+        let stderr = stderr_of(&out);
+        let line = stderr.lines().find(|l| l.contains("cannot listen on"));
+        assert!(
+            line.is_some_and(|l| l.trim_start().starts_with("ERROR warpwatch::server")),
+            "RUST_LOG={filter}: {stderr}"
+        );
+        // So does a usage error.
+        let out = run(&["--addr", "nonsense"], &[("RUST_LOG", filter)]);
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("invalid --addr 'nonsense'"), "{stderr}");
+    }
 }
 
 /// The start failed with exit status 1 and one error line: cannot listen on `addr`, `advice`.
@@ -474,4 +488,75 @@ fn a_refused_thread_panics_in_one_error_line() {
             && lines[0].contains("can't spawn worker thread"),
         "{stderr}"
     );
+}
+
+/// What a forged log line would look like: a level and a target at the start of a line.
+const FORGED: &str = "\n WARN warpwatch::fake > injected\u{1b}[2K\r";
+
+/// Every stderr line of `stderr` is a line the program meant: none begins with the forged
+/// event, none holds a raw control character; the forged text itself appears escaped.
+fn no_forged_line(stderr: &str, what: &str) {
+    for line in stderr.lines() {
+        assert!(
+            !line.trim_start().starts_with("WARN warpwatch::fake"),
+            "{what}: a forged line: {stderr:?}"
+        );
+        assert!(
+            !line.chars().any(char::is_control),
+            "{what}: a raw control character: {line:?}"
+        );
+    }
+}
+
+/// A line break, carriage return or ESC in a value from the configuration or a client is
+/// written escaped: one event stays one line, whatever the value (data directory, address,
+/// timeout, unknown flag, probe URL, request bytes).
+#[test]
+fn values_with_line_breaks_cannot_forge_log_lines() {
+    let dir = TempDir::new("forge");
+    let data_dir = dir.file(&format!("data{FORGED}"));
+    let args = [
+        "--addr".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--data-dir".to_owned(),
+        data_dir.display().to_string(),
+    ];
+    let mut svc = Service::start_with(&args, &[("RUST_LOG", "debug")]);
+    // A client's request line with a line break and an escape sequence in it.
+    let mut s = std::net::TcpStream::connect(svc.addr).unwrap();
+    s.write_all(
+        format!("GET /x{FORGED} HTTP/1.1\r\nHost: x\r\nUser-Agent: a{FORGED}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert_eq!(svc.stop().code(), Some(0), "{}", svc.logs());
+    let logs = svc.logs();
+    no_forged_line(&logs, "service");
+    assert!(
+        logs.contains("data\\n WARN warpwatch::fake > injected\\u{1b}[2K\\r"),
+        "the data directory is not in the startup line, escaped: {logs}"
+    );
+
+    let header_timeout = format!("3{FORGED}");
+    let addr = format!("x{FORGED}");
+    let url = format!("http://127.0.0.1:1/{FORGED}");
+    let flag = format!("--bogus{FORGED}");
+    for (args, code) in [
+        (vec!["--addr", &addr], 2),
+        (vec!["--header-timeout", &header_timeout], 2),
+        (vec![&flag], 2),
+        (vec!["probe", "--timeout", "1", &url], 2),
+        (vec!["probe", "--timeout", &header_timeout], 2),
+    ] {
+        let out = run(&args, &[]);
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        no_forged_line(&stderr, &format!("{args:?}"));
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("\\n WARN warpwatch::fake"),
+            "{args:?}: {stderr}"
+        );
+    }
 }

@@ -6,6 +6,7 @@ fails the test with the package to install, it never skips.
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -99,6 +100,42 @@ def write_files(root: Path, files: dict[str, str], mode: int | None = None) -> P
         if mode is not None:
             path.chmod(mode)
     return root
+
+
+DASHBOARDS = ROOT / "configs" / "grafana" / "dashboards"
+
+# What Grafana's interval variables become when a dashboard query is run or checked outside it.
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "1m",
+    "$__auto": "1m",
+    "$__range": "1h",
+}
+
+
+def dashboard_targets(datasource_type: str, pattern: str = "*.json"):
+    """(file name, panel title, expression) of every `datasource_type` target of the dashboards
+    matching `pattern` (rows have none)."""
+    for path in sorted(DASHBOARDS.glob(pattern)):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                if target["datasource"]["type"] == datasource_type:
+                    yield path.name, panel["title"], target["expr"]
+
+
+def substitute(expr: str) -> str:
+    """`expr` with Grafana's interval variables replaced, and any other variable by `x`."""
+    for var, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(var, value)
+    expr = re.sub(r"\$\{?(\w+)\}?", "x", expr)
+    assert "$" not in expr, expr
+    return expr
+
+
+def dashboard_queries(pattern: str = "*.json"):
+    """("dashboard: panel title", runnable query) for every Prometheus query of the dashboards."""
+    for name, title, expr in dashboard_targets("prometheus", pattern):
+        yield f"{name}: {title}", substitute(expr)
 
 
 def http_get(url: str, timeout: float = 5, headers: dict | None = None) -> tuple[int, str]:

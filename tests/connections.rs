@@ -5,6 +5,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::exposition::Exposition;
@@ -628,11 +630,11 @@ fn accept_failures_are_warned_once_a_second_and_retried() {
     assert_eq!(svc.stop().code(), Some(0), "{}", svc.logs());
 }
 
-/// At the cap the oldest connection is evicted, even after enough short-lived connections came
-/// and went that the service pruned its record of them: the long-lived ones are still known,
-/// oldest first.
+/// At the cap, among connections that each completed as many requests, the one idle longest is
+/// evicted, even after enough short-lived connections came and went that the service pruned its
+/// record of them: the long-lived ones are still known.
 #[test]
-fn eviction_finds_the_oldest_after_much_churn() {
+fn eviction_finds_the_longest_idle_after_much_churn() {
     let nofile = MIN_CAP_NOFILE;
     let cap = (nofile - FD_RESERVE) as usize;
     let args = ["--addr".to_owned(), "127.0.0.1:0".to_owned()];
@@ -659,10 +661,185 @@ fn eviction_finds_the_oldest_after_much_churn() {
     for (i, c) in originals.iter_mut().enumerate() {
         assert!(
             c.get("/healthz").is_err(),
-            "original connection {i} was not evicted for the newcomers"
+            "original connection {i} was not evicted for the newcomers {}",
+            svc.logs()
         );
     }
     for mut c in newcomers {
         assert_eq!(c.get("/healthz").unwrap().status, 200);
     }
+}
+
+/// One flooding client: until `stop`, opens connections as fast as it can and holds the last
+/// eight. `mixed` alternates connections never used, half-sent requests and one answered
+/// request; otherwise every connection gets one answered request and is then held idle.
+fn flood(addr: SocketAddr, mixed: bool, stop: &AtomicBool) -> usize {
+    let mut held = std::collections::VecDeque::new();
+    let mut opened = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            continue;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        match if mixed { opened % 3 } else { 2 } {
+            0 => {}
+            1 => {
+                let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+            }
+            _ => {
+                let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+                let _ = s.read(&mut [0u8; 512]);
+            }
+        }
+        held.push_back(s);
+        if held.len() > 8 {
+            held.pop_front();
+        }
+        opened += 1;
+    }
+    opened
+}
+
+/// A Prometheus-like client, scraping `/metrics` on one keep-alive connection, loses no scrape
+/// and keeps its connection (its port never changes) while four clients churn connections far
+/// past the cap: two with connections never used or half-sent, two with connections that each
+/// make one request and then sit idle. The flood's connections are the ones evicted.
+#[test]
+fn a_scraper_keeps_its_connection_through_a_connection_flood() {
+    let nofile = MIN_CAP_NOFILE;
+    let cap = (nofile - FD_RESERVE) as usize;
+    let args = ["--addr".to_owned(), "127.0.0.1:0".to_owned()];
+    let svc = Service::start_with_nofile(&args, &[("RUST_LOG", "info")], nofile);
+    let mut scraper = Conn::open(svc.addr).unwrap();
+    let port = scraper.local_addr().port();
+    // Established before the flood, as a scraper is.
+    for _ in 0..3 {
+        assert_eq!(scraper.get("/metrics").unwrap().status, 200);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooders: Vec<_> = (0..4)
+        .map(|i| {
+            let stop = stop.clone();
+            let addr = svc.addr;
+            std::thread::spawn(move || flood(addr, i < 2, &stop))
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut scrapes = 0;
+    let mut last = None;
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(250));
+        let reply = scraper.get("/metrics");
+        let reply = reply.unwrap_or_else(|e| {
+            stop.store(true, Ordering::Relaxed);
+            panic!("scrape {scrapes} during the flood was lost: {e}")
+        });
+        assert_eq!(reply.status, 200);
+        assert_eq!(scraper.local_addr().port(), port);
+        scrapes += 1;
+        last = Some(Exposition::parse(&reply.body));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let opened: usize = flooders.into_iter().map(|t| t.join().unwrap()).sum();
+    let m = last.unwrap();
+    let evicted = value(&m, "warpwatch_connections_evicted_total", &[]);
+    eprintln!("{scrapes} scrapes; the flood opened {opened} connections, {evicted} evicted");
+    assert!(scrapes >= 10, "only {scrapes} scrapes in 4 s");
+    assert!(
+        opened > 10 * cap && evicted >= cap as f64,
+        "the flood opened {opened} connections and {evicted} were evicted: not past the cap {cap}"
+    );
+}
+
+/// A connection that completed requests outlives the never-used connections opened after it,
+/// even after enough short-lived connections came and went that the service pruned its record
+/// of them: at the cap, the never-used ones go first, however new.
+#[test]
+fn at_the_cap_unused_connections_go_before_a_used_one() {
+    let nofile = MIN_CAP_NOFILE;
+    let cap = (nofile - FD_RESERVE) as usize;
+    let args = ["--addr".to_owned(), "127.0.0.1:0".to_owned()];
+    let svc = Service::start_with_nofile(&args, &[("RUST_LOG", "info")], nofile);
+    let mut used = Conn::open(svc.addr).unwrap();
+    for _ in 0..3 {
+        assert_eq!(used.get("/healthz").unwrap().status, 200);
+    }
+    let port = used.local_addr().port();
+    let mut unused: Vec<TcpStream> = (0..cap / 2)
+        .map(|_| TcpStream::connect(svc.addr).unwrap())
+        .collect();
+    // Below the cap: nothing is evicted, the dead come to outnumber the open.
+    for _ in 0..6 * cap + 64 {
+        assert_eq!(http::get(svc.addr, "/healthz").status, 200);
+    }
+    // Newcomers making one request each, kept open: past the room left, each evicts an unused
+    // connection.
+    let room = cap - 1 - cap / 2;
+    let mut newcomers: Vec<Conn> = (0..room + 5)
+        .map(|i| {
+            let mut c = Conn::open(svc.addr).unwrap();
+            assert_eq!(c.get("/healthz").unwrap().status, 200, "newcomer {i}");
+            c
+        })
+        .collect();
+    for (i, c) in newcomers.iter_mut().enumerate() {
+        let status = c.get("/healthz").map(|r| r.status).ok();
+        assert_eq!(status, Some(200), "newcomer {i} was evicted");
+    }
+    assert_eq!(used.get("/healthz").unwrap().status, 200);
+    assert_eq!(used.local_addr().port(), port);
+    let closed = unused
+        .iter_mut()
+        .map(|s| closed_within(s, Duration::from_millis(300)))
+        .filter(|closed| *closed)
+        .count();
+    assert!(closed >= 5, "only {closed} unused connections evicted");
+}
+
+/// At the cap, among connections that all completed requests, the ones that asked least go
+/// first, even when they are the newest, and connections already closed are never counted as
+/// evicted: open connections stay at the cap.
+#[test]
+fn at_the_cap_connections_that_asked_least_go_first() {
+    let nofile = MIN_CAP_NOFILE;
+    let cap = (nofile - FD_RESERVE) as usize;
+    let args = ["--addr".to_owned(), "127.0.0.1:0".to_owned()];
+    let svc = Service::start_with_nofile(&args, &[("RUST_LOG", "info")], nofile);
+    let mut regulars: Vec<Conn> = (0..cap - 2)
+        .map(|_| {
+            let mut c = Conn::open(svc.addr).unwrap();
+            for _ in 0..2 {
+                assert_eq!(c.get("/healthz").unwrap().status, 200);
+            }
+            c
+        })
+        .collect();
+    // Closed one-request connections: the service's record of them must not stand in for a
+    // live connection at the cap.
+    for _ in 0..32 {
+        assert_eq!(http::get(svc.addr, "/healthz").status, 200);
+    }
+    // Eight newcomers with one request each, kept open: at the cap each evicts an earlier one.
+    let newcomers: Vec<Conn> = (0..8)
+        .map(|_| {
+            let mut c = Conn::open(svc.addr).unwrap();
+            assert_eq!(c.get("/healthz").unwrap().status, 200);
+            c
+        })
+        .collect();
+    for (i, c) in regulars.iter_mut().enumerate() {
+        assert_eq!(
+            c.get("/healthz").map(|r| r.status).ok(),
+            Some(200),
+            "regular connection {i} (two requests) was evicted for a newcomer (one)"
+        );
+    }
+    // The scrape's own connection is one more; evicted ones close on their next turn.
+    let open = || value(&scrape(svc.addr), "warpwatch_connections_open", &[]);
+    assert!(
+        eventually(Duration::from_secs(2), || open() <= cap as f64),
+        "{} open over the cap {cap}",
+        open()
+    );
+    drop(newcomers);
 }

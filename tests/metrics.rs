@@ -299,3 +299,55 @@ fn process_metrics_are_read_from_proc_at_most_once_a_second() {
     assert!(burst < Duration::from_millis(900), "burst took {burst:?}");
     assert_eq!(reads, 2, "/proc/PID/limits opened {reads} times:\n{lines}");
 }
+
+/// User plus system CPU time of process `pid` in clock ticks, and the tick rate.
+fn cpu_ticks(pid: i32) -> (u64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (fields[0] + fields[1], hz)
+}
+
+/// `process_cpu_seconds_total` is the process's CPU time to the clock tick, as `/proc/PID/stat`
+/// gives it, not whole seconds: after some work it is fractional, and lies between what
+/// `/proc` said just before and just after the scrape that read it.
+#[test]
+fn process_cpu_seconds_are_fractional_and_match_proc() {
+    let svc = Service::start(None);
+    let mut conn = Conn::open(svc.addr).unwrap();
+    let mut fractional = 0;
+    for round in 0..8 {
+        // Some CPU time for the service: a few tens of milliseconds of requests.
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            assert_eq!(conn.get("/metrics").unwrap().status, 200);
+        }
+        // Past the process collector's one-second cache, so the next scrape reads /proc afresh.
+        std::thread::sleep(Duration::from_millis(1100));
+        let (before, hz) = cpu_ticks(svc.pid());
+        let m = Exposition::parse(&conn.get("/metrics").unwrap().body);
+        let (after, _) = cpu_ticks(svc.pid());
+        let value = m.value("process_cpu_seconds_total", &[]).unwrap();
+        let (low, high) = (before as f64 / hz, after as f64 / hz);
+        assert!(
+            value >= low - 1e-9 && value <= high + 1e-9,
+            "round {round}: process_cpu_seconds_total {value} outside /proc's [{low}, {high}]"
+        );
+        if value.fract() != 0.0 {
+            fractional += 1;
+        }
+        if fractional >= 2 {
+            return;
+        }
+    }
+    panic!(
+        "process_cpu_seconds_total was fractional in {fractional} of 8 scrapes, expected 2 or more"
+    );
+}

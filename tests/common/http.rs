@@ -54,6 +54,11 @@ impl Conn {
         })
     }
 
+    /// The client's end of the connection: the same port means the same connection.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.reader.get_ref().local_addr().unwrap()
+    }
+
     pub fn get(&mut self, path: &str) -> io::Result<Reply> {
         self.send("GET", path, &[], false)
     }

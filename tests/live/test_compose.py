@@ -12,16 +12,12 @@ import re
 import socket
 import time
 import urllib.error
-from pathlib import Path
 
 import pytest
 
 from tests import spec
-from tests.conftest import http_get, wait_for
+from tests.conftest import dashboard_queries, http_get, wait_for
 from tests.live.helpers import PASSWORD_LINE, running_stack, time_to_healthy, volume_dir
-
-DASHBOARDS = Path(__file__).resolve().parents[2] / "configs" / "grafana" / "dashboards"
-
 
 @pytest.fixture(scope="module")
 def stack(dockerd, warpwatch_bin, tmp_path_factory):
@@ -132,21 +128,10 @@ def test_the_printed_grafana_password_is_the_one_grafana_uses(stack):
     assert grafana_user(stack, "admin") == 401
 
 
-def panel_queries():
-    """Every Prometheus query of the dashboards, Grafana's interval variables substituted."""
-    for path in sorted(DASHBOARDS.glob("*.json")):
-        for panel in json.loads(path.read_text())["panels"]:
-            if panel["datasource"]["type"] != "prometheus":
-                continue
-            for target in panel["targets"]:
-                expr = re.sub(r"\$__(rate_interval|interval|range)", "1m", target["expr"])
-                yield f"{path.name}: {panel['title']}", expr
-
-
 def test_every_dashboard_query_has_data_on_a_healthy_stack(stack):
     # Issue 8, defect 7: the 5xx ratio showed "No data" while everything was healthy.
     def missing():
-        empty = [title for title, expr in panel_queries() if not stack.query(expr)]
+        empty = [title for title, expr in dashboard_queries() if not stack.query(expr)]
         return empty or None
 
     # rate() needs two scrapes inside its window.
@@ -159,7 +144,7 @@ def test_every_dashboard_query_has_data_on_a_healthy_stack(stack):
 
 def test_requests_in_flight_is_zero_when_idle(stack):
     # Issue 8, defect 7: the gauge counted the scrape reading it.
-    (title, expr), = [(t, e) for t, e in panel_queries() if t.endswith("Requests in flight")]
+    (title, expr), = [(t, e) for t, e in dashboard_queries() if t.endswith("Requests in flight")]
     (result,) = stack.query(expr)
     assert float(result["value"][1]) == 0, title
 

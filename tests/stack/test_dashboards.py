@@ -8,9 +8,8 @@ import re
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import DASHBOARDS, ROOT
 
-DASHBOARDS = ROOT / "configs" / "grafana" / "dashboards"
 ALERTS = ROOT / "configs" / "prometheus" / "alerts.yml"
 # Requests that are not users': Prometheus scrapes and healthcheck probes.
 NOT_USER_PATHS = ("/metrics", "/healthz", "/readyz")
@@ -22,7 +21,7 @@ def panels():
 
 
 def exprs(panel) -> list[str]:
-    return [t["expr"] for t in panel["targets"]]
+    return [t["expr"] for t in panel.get("targets", [])]
 
 
 def thresholds(panel) -> set[float]:
@@ -97,7 +96,8 @@ def test_alerts_and_panels_leave_out_the_same_traffic():
         r"warpwatch_visits_flush_failures_total",
         r"warpwatch_build_info",
         r"sum by \(path, le\)",
-        r'level=~"error',
+        r'level="error"',
+        r'level="warn"',
     ],
 )
 def test_what_an_sre_looks_for_first_is_on_the_service_dashboard(panels, what):
@@ -108,3 +108,30 @@ def test_log_levels_offered_are_the_ones_the_shipper_writes():
     dashboard = json.loads((DASHBOARDS / "logs.json").read_text())
     (level,) = [v for v in dashboard["templating"]["list"] if v["name"] == "level"]
     assert level["query"].split(",") == ["error", "warn", "info", "debug", "trace"]
+
+
+def test_warpwatch_log_lines_show_zero_not_no_data(panels):
+    # Issue 19, item 9: a healthy service writes no error or warn line, and the panel said "No data".
+    panel = panels["Error and warning log lines"]
+    legends = {t["legendFormat"] for t in panel["targets"]}
+    assert legends == {"error", "warn"}
+    for expr in exprs(panel):
+        assert expr.rstrip().endswith(") or vector(0)"), expr
+    assert panel["fieldConfig"]["defaults"]["noValue"] == "0"
+
+
+def test_a_connections_row_shows_open_against_cap_evictions_and_errors_by_kind(panels):
+    # Issue 19, item 9: what the service knows about bad clients was on no dashboard.
+    row = panels["Connections"]
+    assert row["type"] == "row" and not row["collapsed"]
+    below = [p for p in panels.values() if p["type"] != "row" and p["gridPos"]["y"] > row["gridPos"]["y"]]
+    queries = [e for p in below for e in exprs(p)]
+    for what in (
+        r"^max\(warpwatch_connections_open\{",
+        r"^max\(warpwatch_connections_max\{",
+        r"^sum\(rate\(warpwatch_connections_evicted_total\{[^}]*\}\[\$__rate_interval\]\)\)$",
+        r"^sum by \(kind\) \(rate\(warpwatch_connection_errors_total\{[^}]*\}\[\$__rate_interval\]\)\)$",
+    ):
+        assert any(re.search(what, e) for e in queries), what
+    (open_vs_cap,) = [p for p in below if "warpwatch_connections_open" in " ".join(exprs(p))]
+    assert any("warpwatch_connections_max" in e for e in exprs(open_vs_cap)), "open and cap on one panel"

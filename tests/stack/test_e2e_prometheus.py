@@ -4,12 +4,13 @@ rendering (ports and intervals overridden for the test), observed through Promet
 import json
 import os
 import subprocess
+import time
 import urllib.parse
 
 import pytest
 
 from tests import spec
-from tests.conftest import free_port, http_get, require_tool, stop_process, wait_for
+from tests.conftest import dashboard_queries, free_port, http_get, require_tool, stop_process, wait_for
 from tests.stack.helpers import REQUIRED_ALERTS, write_prometheus_host_config
 
 
@@ -115,3 +116,18 @@ def test_prometheus_loads_and_evaluates_the_rules(running_stack):
 
     (alert,) = wait_for("TargetDown for loki", loki_target_down, processes=processes)
     assert alert["state"] in ("pending", "firing")
+
+
+def test_every_service_dashboard_query_has_data(running_stack):
+    # The connections row (issue 19) included; tests/live runs every dashboard against the stack.
+    _, prometheus, _ = running_stack
+
+    def missing():
+        return [title for title, expr in dashboard_queries("service.json") if not query(prometheus, expr)] or None
+
+    # rate() needs two scrapes inside its one-minute window; scrapes are a second apart here.
+    end = time.monotonic() + 30
+    while (empty := missing()) and time.monotonic() < end:
+        time.sleep(1)
+    assert not empty, f"panels without data: {empty}"
+    assert any("warpwatch_connection_errors_total" in e for _, e in dashboard_queries("service.json"))

@@ -1,19 +1,17 @@
 """Prometheus renderings and alert rules, checked by the real promtool."""
 
 import json
-import re
 import subprocess
 
 import pytest
 import yaml
 
 from tests import spec
-from tests.conftest import ROOT, nix_eval, require_tool
+from tests.conftest import ROOT, dashboard_targets, nix_eval, require_tool, substitute
 from tests.stack.helpers import REQUIRED_ALERTS, render_compose, render_yaml, stack_expr, write_prometheus_host_config
 
 ALERTS = ROOT / "configs" / "prometheus" / "alerts.yml"
 ALERT_TESTS = ROOT / "configs" / "prometheus" / "alerts.test.yml"
-DASHBOARDS = ROOT / "configs" / "grafana" / "dashboards"
 JOBS = set(spec.SERVICES)
 
 
@@ -126,32 +124,8 @@ def test_memory_alert_fires_from_the_recorded_limit(tmp_path):
     promtool("test", "rules", "test.yml", cwd=tmp_path)
 
 
-GRAFANA_VARIABLES = {
-    "$__rate_interval": "1m",
-    "$__interval": "1m",
-    "$__auto": "1m",
-    "$__range": "1h",
-}
-
-
-def dashboard_queries(datasource_type):
-    for path in sorted(DASHBOARDS.glob("*.json")):
-        for panel in json.loads(path.read_text())["panels"]:
-            for target in panel.get("targets", []):
-                if target["datasource"]["type"] == datasource_type:
-                    yield path.name, panel["title"], target["expr"]
-
-
-def substitute(expr):
-    for var, value in GRAFANA_VARIABLES.items():
-        expr = expr.replace(var, value)
-    expr = re.sub(r"\$\{?(\w+)\}?", "x", expr)
-    assert "$" not in expr, expr
-    return expr
-
-
 def test_every_dashboard_promql_expression_parses(tmp_path):
-    queries = list(dashboard_queries("prometheus"))
+    queries = list(dashboard_targets("prometheus"))
     assert len(queries) >= 10
     rules = [
         {"record": f"dashboard:query_{i}", "expr": substitute(expr)} for i, (_, _, expr) in enumerate(queries)
@@ -171,7 +145,7 @@ def test_promtool_rejects_a_broken_dashboard_query(tmp_path):
 
 @pytest.mark.parametrize("name", ["service.json", "stack.json"])
 def test_dashboards_cover_the_required_metrics(name):
-    exprs = " ".join(e for f, _, e in dashboard_queries("prometheus") if f == name)
+    exprs = " ".join(e for f, _, e in dashboard_targets("prometheus") if f == name)
     needed = {
         "service.json": ["http_requests_total", "histogram_quantile(0.99", "histogram_quantile(0.5",
                          "histogram_quantile(0.95", "http_requests_in_flight", "warpwatch_visits_total", '5..'],
