@@ -339,10 +339,9 @@ impl Flusher {
                 return Outcome::InMemory;
             }
             let Some(count) = store.unwritten() else {
-                return match store.health() {
-                    Err(why) if store.is_lost() => Outcome::NotPersisted(why),
-                    _ => Outcome::Persisted,
-                };
+                return store
+                    .lost()
+                    .map_or(Outcome::Persisted, Outcome::NotPersisted);
             };
             let result = match link {
                 Link::Up(mut socket) => exchange(&mut socket, Some(count))

@@ -199,8 +199,8 @@ impl VisitStore {
     /// `Err(reason)` while the data directory is lost, while a write is stalled (see
     /// [`VisitStore::stalled`]), or while the last attempt to write the file failed.
     pub fn health(&self) -> Result<(), String> {
-        if let Some(why) = &*lock(&self.lost) {
-            return Err(why.clone());
+        if let Some(why) = self.lost() {
+            return Err(why);
         }
         if let Some(since) = *lock(&self.stalled) {
             return Err(format!(
@@ -228,7 +228,12 @@ impl VisitStore {
 
     /// Whether the data directory is lost for good (nothing is written any more).
     pub fn is_lost(&self) -> bool {
-        lock(&self.lost).is_some()
+        self.lost().is_some()
+    }
+
+    /// Why the data directory is lost for good, once it is.
+    pub fn lost(&self) -> Option<String> {
+        lock(&self.lost).clone()
     }
 
     /// How far the file is behind the count, in words: e.g. `the visits file holds 100, the

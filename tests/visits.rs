@@ -765,9 +765,36 @@ fn a_killed_writer_still_gets_the_final_write() {
 }
 
 /// A second stop signal (SIGINT after SIGTERM) ends the process at once, even while it waits for
-/// a stuck writer, and says how many visits are not persisted.
+/// a stuck writer, and says how many visits are not persisted (exit 1), or that none are lost
+/// when the file already holds the count (exit 0).
 #[test]
 fn a_second_stop_signal_ends_the_process_at_once() {
+    // Nothing unwritten: the writer is stuck on an idle check.
+    let dir = TempDir::new("second-signal-idle");
+    let mut svc = Service::start(Some(dir.path()));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    assert_eq!(visit_n(&mut conn, 7), 7);
+    drop(conn);
+    wait_stored(&dir, 7);
+    kill(writer_pid(&svc), libc::SIGSTOP);
+    std::thread::sleep(FLUSH_INTERVAL * 2);
+    svc.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    svc.signal(libc::SIGTERM);
+    assert_eq!(
+        svc.wait(Duration::from_secs(2)).code(),
+        Some(0),
+        "{}",
+        svc.logs()
+    );
+    assert!(
+        svc.logs()
+            .contains("SIGTERM received again: stopped at once; 7 visits persisted"),
+        "{}",
+        svc.logs()
+    );
+    drop(dir);
+
     let dir = TempDir::new("second-signal");
     let mut svc = Service::start(Some(dir.path()));
     let mut conn = Conn::open(svc.addr).unwrap();
