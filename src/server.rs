@@ -232,7 +232,7 @@ fn stopped(store: &VisitStore, outcome: Result<Outcome, &'static str>) -> ExitCo
         }
         Ok(Outcome::NotPersisted(why)) => why,
         Err(name) => {
-            if store.unwritten().is_none() && !store.is_lost() {
+            if store.unwritten().is_none() && store.lost().is_none() {
                 info!("{name} received again: stopped at once; {count} visits persisted");
                 return ExitCode::SUCCESS;
             }

@@ -411,25 +411,21 @@ pub fn write_atomically(
 /// in the directory (it holds the lock), so nothing else of its own can be there.
 fn create_temp(dir: &Dir) -> Result<File, WriteError> {
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
-    let mut cleared = false;
-    loop {
-        match dir.open_file(TEMP_NAME, flags, 0o666) {
-            Ok(file) => return Ok(file),
-            Err(Refused::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists && !cleared => {
-                dir.remove(TEMP_NAME)
-                    .map_err(|e| WriteError::Failed(e.to_string()))?;
-                cleared = true;
-            }
-            Err(Refused::Io(e)) => return Err(WriteError::Failed(e.to_string())),
-            Err(Refused::NotAFile(kind)) => {
-                return Err(WriteError::Failed(format!(
-                    "its temporary file {} is {kind}: refusing to write through it (remove it; \
-                     the service creates its own)",
-                    dir.join(TEMP_NAME).display()
-                )));
-            }
-        }
-    }
+    let created = match dir.open_file(TEMP_NAME, flags, 0o666) {
+        Err(Refused::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => dir
+            .remove(TEMP_NAME)
+            .map_err(Refused::Io)
+            .and_then(|()| dir.open_file(TEMP_NAME, flags, 0o666)),
+        other => other,
+    };
+    created.map_err(|e| match e {
+        Refused::Io(e) => WriteError::Failed(e.to_string()),
+        Refused::NotAFile(kind) => WriteError::Failed(format!(
+            "its temporary file {} is {kind}: refusing to write through it (remove it; the \
+             service creates its own)",
+            dir.join(TEMP_NAME).display()
+        )),
+    })
 }
 
 #[cfg(test)]
