@@ -106,21 +106,15 @@ impl Dir {
         );
         let fd = match opened {
             Ok(fd) => fd,
-            // ELOOP: the name is a link (O_NOFOLLOW); EEXIST with O_EXCL: something has the
-            // name; EISDIR: a directory opened for writing. Say what it is.
-            Err(e)
-                if e == rustix::io::Errno::LOOP
-                    || e == rustix::io::Errno::EXIST
-                    || e == rustix::io::Errno::ISDIR =>
-            {
+            // Whatever refused it (ELOOP for a link under O_NOFOLLOW, EEXIST under O_EXCL, EISDIR
+            // for a directory opened to write, ...), say what has the name if it is no regular
+            // file.
+            Err(e) => {
                 return Err(match self.describe(name) {
-                    Some(kind) if e != rustix::io::Errno::EXIST || kind != REGULAR => {
-                        Refused::NotAFile(kind)
-                    }
+                    Some(kind) if kind != REGULAR => Refused::NotAFile(kind),
                     _ => Refused::Io(e.into()),
                 });
             }
-            Err(e) => return Err(e.into()),
         };
         let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
         if kind != FileType::RegularFile {
@@ -131,7 +125,7 @@ impl Dir {
 
     /// What `name` is, without following it (`None` when nothing has the name): e.g. `a regular
     /// file`, `a symbolic link to /mnt/data/visits`, `a directory`.
-    pub fn describe(&self, name: &str) -> Option<String> {
+    fn describe(&self, name: &str) -> Option<String> {
         let stat = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
         let kind = FileType::from_raw_mode(stat.st_mode);
         if kind != FileType::Symlink {
@@ -198,11 +192,12 @@ impl Dir {
 
 const REGULAR: &str = "a regular file";
 
+/// What a file of `kind` is, in words. Never a link: [`Dir::describe`] names those with their
+/// target, and a descriptor opened with `O_NOFOLLOW` is never one.
 fn kind_name(kind: FileType) -> &'static str {
     match kind {
         FileType::RegularFile => REGULAR,
         FileType::Directory => "a directory",
-        FileType::Symlink => "a symbolic link",
         FileType::Fifo => "a FIFO (named pipe)",
         FileType::Socket => "a socket",
         _ => "a device",

@@ -418,6 +418,14 @@ fn fifo_or_huge_visits_file_is_refused_without_reading_it() {
         started.elapsed()
     );
 
+    // A socket, said as such.
+    std::fs::remove_file(&path).unwrap();
+    let socket = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (code, stderr) = start_refused(&dir);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("it is a socket"), "{stderr}");
+    drop(socket);
+
     // 1 GiB (sparse, so it costs no disk) under a 512 MiB address-space limit: reading it whole
     // would fail to allocate; the refusal quotes its start and its size.
     std::fs::remove_file(&path).unwrap();
@@ -1028,5 +1036,69 @@ fn a_removed_or_replaced_lock_file_is_never_written_behind_a_newer_instance() {
             std::fs::write(dir.file("lock"), "").unwrap();
         },
         "was replaced",
+    );
+}
+
+/// A data directory whose parent directory became a file (so its path now fails with "Not a
+/// directory") is gone too: reported, and never written again.
+#[test]
+fn a_data_directory_whose_parent_became_a_file_is_gone() {
+    let top = TempDir::new("parent-file");
+    let parent = top.file("parent");
+    let data = parent.join("data");
+    let svc = Service::start(Some(&data));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    assert_eq!(visit_n(&mut conn, 3), 3);
+    std::fs::remove_dir_all(&parent).unwrap();
+    std::fs::write(&parent, "a file now\n").unwrap();
+    assert!(
+        eventually(FLUSH_INTERVAL * 3, || readyz(&svc).0 == 503),
+        "{}",
+        svc.logs()
+    );
+    let said = json_field(&readyz(&svc).1, "reason");
+    assert!(
+        said.contains(&format!("the data directory {} is gone", data.display()))
+            && said.contains("no longer persisted"),
+        "{said}"
+    );
+}
+
+/// Each write is made durable: the writer fsyncs the temp file before the rename and the
+/// directory after it (seen in its system calls), so a power loss leaves the old or the new
+/// count, never a file that is missing or empty.
+#[test]
+fn each_write_fsyncs_the_file_then_renames_then_fsyncs_the_directory() {
+    let dir = TempDir::new("fsync");
+    let svc = Service::start(Some(dir.path()));
+    let writer = writer_pid(&svc);
+    let trace = common::Strace::attach(
+        writer,
+        "fsync,fdatasync,rename,renameat,renameat2",
+        &[],
+        &dir.file("strace"),
+    );
+    let mut conn = Conn::open(svc.addr).unwrap();
+    let last = visit_n(&mut conn, 2);
+    wait_stored(&dir, last);
+    let lines = trace.detach();
+    // `fsync(FD)` as Some(FD), a rename as None.
+    let calls: Vec<Option<&str>> = lines
+        .lines()
+        .filter_map(|l| {
+            if l.contains("rename") {
+                return Some(None);
+            }
+            let fd = l.split("sync(").nth(1)?.split(')').next()?;
+            Some(Some(fd))
+        })
+        .collect();
+    // The file's descriptor is synced before the rename, another one (the directory's) after.
+    assert!(
+        calls.windows(3).any(|w| matches!(
+            w,
+            [Some(file), None, Some(directory)] if file != directory
+        )),
+        "no fsync of the file, rename, fsync of the directory:\n{lines}"
     );
 }
