@@ -18,7 +18,7 @@
 //! | 3 shared state | [`state`], [`flusher`] | what the handlers share; the background writer |
 //! | 2 storage and signals | [`visits`], [`datadir`], [`shutdown`] | the persisted count, the directory lock, stop signals and the drain |
 //! | 1 instruments | [`metrics`], [`logging`] | the registry and the request series; the logger |
-//! | 0 leaves | [`labels`], [`config`], [`exit`], [`clock`], [`json`] | label sets, settings, exit statuses, time, JSON |
+//! | 0 leaves | [`labels`], [`config`], [`exit`], [`clock`], [`json`], [`dirfd`] | label sets, settings, exit statuses, time, JSON, a directory held open and its files reached without following links |
 //!
 //! `tests/layers.rs` checks this table against every `crate::` reference in `src/`.
 //!
@@ -44,6 +44,7 @@ pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod datadir;
+pub mod dirfd;
 pub mod exit;
 pub mod flusher;
 pub mod json;

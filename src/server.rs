@@ -14,7 +14,7 @@ use tokio::runtime::Runtime;
 use crate::config::Config;
 use crate::connections::{self, Limits};
 use crate::exit::{EXIT_DATA, EXIT_FAILURE};
-use crate::flusher::{FLUSH_INTERVAL, Flusher, Writer};
+use crate::flusher::{FLUSH_INTERVAL, Flusher, Outcome, PERSIST_TIMEOUT, Writer};
 use crate::shutdown::{DRAIN_TIMEOUT, Drain, Signals};
 pub use crate::state::AppState;
 use crate::visits::VisitStore;
@@ -58,17 +58,6 @@ pub fn run(config: Config) -> ExitCode {
     logging::init(&config.log);
     metrics::init();
 
-    // Forked first, while the process has one thread and holds nothing the writer should not
-    // inherit (the lock, the listener, the runtime's descriptors).
-    let writer = match config.data_dir.as_deref().map(Writer::fork).transpose() {
-        Ok(writer) => writer,
-        Err(e) => {
-            return fatal(
-                EXIT_FAILURE,
-                &format!("cannot start the visits writer process: {e}"),
-            );
-        }
-    };
     let limits = match connections::open_file_limit()
         .map_err(|e| format!("cannot read the open-file limit: {e}"))
         .and_then(Limits::for_open_files)
@@ -82,15 +71,15 @@ pub fn run(config: Config) -> ExitCode {
     };
     // Held until the process exits: taken before the count is read, so two processes never
     // both load it.
-    let _lock = match &config.data_dir {
+    let data = match &config.data_dir {
         Some(dir) => match datadir::lock(dir) {
-            Ok(lock) => Some(lock),
+            Ok(data) => Some(Arc::new(data)),
             Err(e) => return fatal(EXIT_FAILURE, &e.to_string()),
         },
         None => None,
     };
-    let store = match &config.data_dir {
-        Some(dir) => match VisitStore::open(dir) {
+    let store = match &data {
+        Some(data) => match VisitStore::open(data.dir()) {
             Ok(store) => store,
             Err(e) => return fatal(EXIT_DATA, &e.to_string()),
         },
@@ -101,10 +90,25 @@ pub fn run(config: Config) -> ExitCode {
             VisitStore::in_memory()
         }
     };
+    // Forked while the process has one thread, before the listener and the runtime exist: the
+    // writer holds the data directory and its lock (so no second process can take them while a
+    // write of its may still land), and nothing else.
+    let mut writer = match data.as_deref().map(Writer::fork).transpose() {
+        Ok(writer) => writer,
+        Err(e) => {
+            return fatal(
+                EXIT_FAILURE,
+                &format!("cannot start the visits writer process: {e}"),
+            );
+        }
+    };
     let store = Arc::new(store);
     // Proves the directory writable before reporting ready; a failure is logged, shown by
     // /readyz, and retried by the flusher.
-    let _ = store.flush();
+    if let Some(writer) = writer.as_mut() {
+        let count = store.count();
+        let _ = store.record(Some(count), writer.write_now(count));
+    }
     let state = AppState::new(store.clone());
 
     let runtime = match build_runtime() {
@@ -161,19 +165,21 @@ pub fn run(config: Config) -> ExitCode {
         limits.idle_timeout.as_secs()
     );
 
-    runtime.block_on(async {
+    let again = runtime.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = serve(listener, state.clone(), limits, async {
             let _ = stop_rx.await;
         });
         let mut server = std::pin::pin!(server);
         let name = tokio::select! {
-            () = &mut server => return,
+            () = &mut server => return None,
             name = signals.recv() => name,
         };
         info!(
-            "{name} received: refusing new connections, draining in-flight requests (up to {}s)",
-            DRAIN_TIMEOUT.as_secs()
+            "{name} received: refusing new connections, draining in-flight requests (up to {}s), \
+             then persisting the count (up to {}s); another SIGTERM or SIGINT ends the process at once",
+            DRAIN_TIMEOUT.as_secs(),
+            PERSIST_TIMEOUT.as_secs()
         );
         state.begin_shutdown();
         let _ = stop_tx.send(());
@@ -184,29 +190,63 @@ pub fn run(config: Config) -> ExitCode {
                 DRAIN_TIMEOUT.as_secs(),
                 metrics::HTTP_REQUESTS_IN_FLIGHT.get()
             ),
-            Drain::Interrupted(again) => warn!(
-                "{again} received again: closing {} in-flight requests now",
-                metrics::HTTP_REQUESTS_IN_FLIGHT.get()
-            ),
+            Drain::Interrupted(again) => {
+                warn!(
+                    "{again} received again: closing {} in-flight requests and ending now",
+                    metrics::HTTP_REQUESTS_IN_FLIGHT.get()
+                );
+                return Some(again);
+            }
         }
+        None
     });
-    flusher.stop(&runtime);
-    // Abandoned connections die with the runtime; their visits are already in the count.
-    drop(runtime);
+    // No request counts a visit any more: a stop lets each connection finish only the request it
+    // is on, and the ones left after the drain have had their answer computed.
+    let outcome = match again {
+        Some(name) => Err(name),
+        None => runtime.block_on(async {
+            tokio::select! {
+                outcome = flusher.finish(&store, data.clone(), PERSIST_TIMEOUT) => Ok(outcome),
+                name = signals.recv() => Err(name),
+            }
+        }),
+    };
+    // Abandoned connections die with the runtime; their visits are already in the count. Not
+    // waited for: a final write from this process stuck on the disk must not hold the exit.
+    runtime.shutdown_background();
+    stopped(&store, outcome)
+}
 
-    match store.flush() {
-        Ok(()) => {
-            info!("stopped; {} visits persisted", store.count());
-            ExitCode::SUCCESS
+/// Logs how the stop ended and returns the exit status: 0 when the file holds every counted
+/// visit (or there is no file), 1 with the number of visits not persisted otherwise.
+fn stopped(store: &VisitStore, outcome: Result<Outcome, &'static str>) -> ExitCode {
+    let count = store.count();
+    let why = match outcome {
+        Ok(Outcome::Persisted) => {
+            info!("stopped; {count} visits persisted");
+            return ExitCode::SUCCESS;
         }
-        Err(e) => fatal(
-            EXIT_FAILURE,
-            &format!(
-                "stopped without persisting the last {} visits: {e}",
-                store.count()
-            ),
+        Ok(Outcome::InMemory) => {
+            info!("stopped; {count} visits counted (in memory only: no data directory)");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Outcome::NotPersisted(why)) => why,
+        Err(name) => {
+            if store.unwritten().is_none() && store.lost().is_none() {
+                info!("{name} received again: stopped at once; {count} visits persisted");
+                return ExitCode::SUCCESS;
+            }
+            format!("{name} received again: stopped at once, without the final write")
+        }
+    };
+    fatal(
+        EXIT_FAILURE,
+        &format!(
+            "stopped without persisting the last {} visits ({}): {why}",
+            count.saturating_sub(store.on_disk()),
+            store.behind()
         ),
-    }
+    )
 }
 
 fn bind_error(addr: SocketAddr, e: &io::Error) -> String {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::http::{self, Conn};
 use common::{Service, TempDir, eventually, json_field, json_u64, stderr_of};
-use warpwatch::flusher::FLUSH_INTERVAL;
+use warpwatch::flusher::{FLUSH_INTERVAL, PERSIST_TIMEOUT, STALL_TIMEOUT};
 
 fn visit_json(conn: &mut Conn) -> std::io::Result<u64> {
     let r = conn.send("GET", "/", &[("Accept", "application/json")], false)?;
@@ -246,13 +246,14 @@ fn corrupt_or_unreadable_file_refuses_to_start() {
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("cannot read the visits file"), "{stderr}");
 
-    // An error opening it that is not "missing" (a symlink to itself): refused, not a fresh 0.
+    // A link that leads nowhere (to itself): refused, not a fresh 0.
     std::fs::remove_dir(dir.file("visits")).unwrap();
     std::os::unix::fs::symlink("visits", dir.file("visits")).unwrap();
     let (code, stderr) = start_refused(&dir);
     assert_eq!(code, Some(3), "{stderr}");
     assert!(
-        stderr.contains("cannot read the visits file") && stderr.contains("symbolic links"),
+        stderr.contains("cannot read the visits file")
+            && stderr.contains("it is a symbolic link to visits"),
         "{stderr}"
     );
 }
@@ -416,6 +417,14 @@ fn fifo_or_huge_visits_file_is_refused_without_reading_it() {
         "{:?}",
         started.elapsed()
     );
+
+    // A socket, said as such.
+    std::fs::remove_file(&path).unwrap();
+    let socket = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (code, stderr) = start_refused(&dir);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("it is a socket"), "{stderr}");
+    drop(socket);
 
     // 1 GiB (sparse, so it costs no disk) under a 512 MiB address-space limit: reading it whole
     // would fail to allocate; the refusal quotes its start and its size.
@@ -631,4 +640,465 @@ fn an_idle_service_does_not_rewrite_the_visits_file() {
     assert!(eventually(Duration::from_secs(5), || stored(&dir) == last));
     assert_ne!(inode(), before, "a new visit was not written");
     assert_eq!(svc.stop().code(), Some(0));
+}
+
+/// kill(2) on a process of the test's making (the service's writer child).
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a known pid; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+}
+
+fn readyz(svc: &Service) -> (u16, String) {
+    let r = http::get(svc.addr, "/readyz");
+    (r.status, r.body)
+}
+
+/// Waits until the file holds `n` and the writer has told the service so (it answers after the
+/// rename and the directory's fsync).
+fn wait_stored(dir: &TempDir, n: u64) {
+    assert!(
+        eventually(Duration::from_secs(5), || stored(dir) == n),
+        "the file holds {}, not {n}",
+        stored(dir)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// `n` visits on `conn`; returns the last count.
+fn visit_n(conn: &mut Conn, n: usize) -> u64 {
+    (0..n).map(|_| visit_json(conn).unwrap()).last().unwrap()
+}
+
+/// A stalled writer (SIGSTOP, as a hung disk leaves it): `/readyz` goes 503 with the reason once
+/// a write has gone unanswered for the stall bound, the stall counts as a failed write, and
+/// readiness returns when the writer answers. Stalled again, a SIGTERM still ends the process
+/// within the final write's bound: exit 1, saying how many visits it could not persist. The
+/// writer does not outlive it.
+#[test]
+fn a_stuck_writer_turns_readiness_red_and_a_stop_still_ends_in_time() {
+    let dir = TempDir::new("stuck");
+    let mut svc = Service::start(Some(dir.path()));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    assert_eq!(visit_n(&mut conn, 100), 100);
+    wait_stored(&dir, 100);
+    let writer = writer_pid(&svc);
+    kill(writer, libc::SIGSTOP);
+    assert_eq!(visit_n(&mut conn, 300), 400);
+    // Not at once: a slow write is no stall.
+    assert_eq!(readyz(&svc).0, 200, "{}", svc.logs());
+    assert!(
+        eventually(STALL_TIMEOUT + FLUSH_INTERVAL * 3, || readyz(&svc).0 == 503),
+        "{}",
+        svc.logs()
+    );
+    let reason = json_field(&readyz(&svc).1, "reason");
+    assert!(
+        reason.contains("has not answered")
+            && reason.contains("the visits file holds 100, the count is 400"),
+        "{reason}"
+    );
+    assert!(
+        http::get(svc.addr, "/metrics")
+            .body
+            .lines()
+            .any(|l| l == "warpwatch_visits_flush_failures_total 1"),
+        "the stall is not counted as a failed write"
+    );
+    assert!(svc.logged("has not answered"), "{}", svc.logs());
+
+    // The disk comes back: so does readiness, and the file catches up.
+    kill(writer, libc::SIGCONT);
+    assert!(eventually(Duration::from_secs(5), || readyz(&svc).0 == 200));
+    wait_stored(&dir, 400);
+    assert!(
+        svc.logged("the visits writer answered again"),
+        "{}",
+        svc.logs()
+    );
+
+    kill(writer, libc::SIGSTOP);
+    assert_eq!(visit_n(&mut conn, 300), 700);
+    drop(conn);
+    // The next tick's write is sent, and never answered.
+    std::thread::sleep(FLUSH_INTERVAL * 2);
+    let asked = std::time::Instant::now();
+    svc.signal(libc::SIGTERM);
+    let status = svc.wait(Duration::from_secs(15));
+    let took = asked.elapsed();
+    assert!(
+        took >= PERSIST_TIMEOUT - Duration::from_millis(200)
+            && took < PERSIST_TIMEOUT + Duration::from_secs(2),
+        "stopped after {took:?}; {}",
+        svc.logs()
+    );
+    assert_eq!(status.code(), Some(1), "{}", svc.logs());
+    assert!(
+        svc.logs().contains(
+            "stopped without persisting the last 300 visits (the visits file holds 400, the count is 700)"
+        ) && svc.logs().contains("did not finish within 3s"),
+        "{}",
+        svc.logs()
+    );
+    assert_eq!(stored(&dir), 400);
+    assert!(
+        eventually(Duration::from_secs(5), || process_is_gone(writer)),
+        "the stuck writer {writer} outlived the service"
+    );
+}
+
+/// A writer killed under a running service (by hand, by the OOM killer) is not replaced, but the
+/// final write at the stop still happens, from the service itself: no visit is lost.
+#[test]
+fn a_killed_writer_still_gets_the_final_write() {
+    let dir = TempDir::new("killed-writer");
+    let mut svc = Service::start(Some(dir.path()));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    let writer = writer_pid(&svc);
+    kill(writer, libc::SIGKILL);
+    assert_eq!(visit_n(&mut conn, 20), 20);
+    assert!(
+        eventually(Duration::from_secs(5), || readyz(&svc).0 == 503),
+        "{}",
+        svc.logs()
+    );
+    assert!(
+        json_field(&readyz(&svc).1, "reason").contains("the visits writer process is gone"),
+        "{}",
+        svc.logs()
+    );
+    drop(conn);
+    assert_eq!(svc.stop().code(), Some(0), "{}", svc.logs());
+    assert_eq!(stored(&dir), 20);
+    assert!(svc.logs().contains("20 visits persisted"), "{}", svc.logs());
+}
+
+/// A second stop signal (SIGINT after SIGTERM) ends the process at once, even while it waits for
+/// a stuck writer, and says how many visits are not persisted (exit 1), or that none are lost
+/// when the file already holds the count (exit 0).
+#[test]
+fn a_second_stop_signal_ends_the_process_at_once() {
+    // Nothing unwritten: the writer is stuck on an idle check.
+    let dir = TempDir::new("second-signal-idle");
+    let mut svc = Service::start(Some(dir.path()));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    assert_eq!(visit_n(&mut conn, 7), 7);
+    drop(conn);
+    wait_stored(&dir, 7);
+    kill(writer_pid(&svc), libc::SIGSTOP);
+    std::thread::sleep(FLUSH_INTERVAL * 2);
+    svc.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    svc.signal(libc::SIGTERM);
+    assert_eq!(
+        svc.wait(Duration::from_secs(2)).code(),
+        Some(0),
+        "{}",
+        svc.logs()
+    );
+    assert!(
+        svc.logs()
+            .contains("SIGTERM received again: stopped at once; 7 visits persisted"),
+        "{}",
+        svc.logs()
+    );
+    drop(dir);
+
+    let dir = TempDir::new("second-signal");
+    let mut svc = Service::start(Some(dir.path()));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    assert_eq!(visit_n(&mut conn, 10), 10);
+    wait_stored(&dir, 10);
+    let writer = writer_pid(&svc);
+    kill(writer, libc::SIGSTOP);
+    assert_eq!(visit_n(&mut conn, 5), 15);
+    drop(conn);
+    // The next tick's write is sent, and never answered.
+    std::thread::sleep(FLUSH_INTERVAL * 2);
+    svc.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!process_is_gone(svc.pid()), "{}", svc.logs());
+    let asked = std::time::Instant::now();
+    svc.signal(libc::SIGINT);
+    let status = svc.wait(Duration::from_secs(15));
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "a second signal took {:?} to end the process; {}",
+        asked.elapsed(),
+        svc.logs()
+    );
+    assert_eq!(status.code(), Some(1), "{}", svc.logs());
+    assert!(
+        svc.logs().contains("SIGINT received again")
+            && svc.logs().contains("without persisting the last 5 visits"),
+        "{}",
+        svc.logs()
+    );
+    assert_eq!(stored(&dir), 10);
+    assert!(eventually(Duration::from_secs(5), || process_is_gone(
+        writer
+    )));
+}
+
+/// Links in the data directory are never written through: a `.visits.tmp` that leads to another
+/// file makes every write fail (503 naming the path; the other file untouched) until it is
+/// removed; a `lock` that is a symbolic link or a hard link to another file is refused at start
+/// (exit 1, naming the path), never truncated.
+#[test]
+fn links_in_the_data_directory_are_never_written_through() {
+    let dir = TempDir::new("links");
+    let elsewhere = TempDir::new("links-victim");
+    let victim = elsewhere.file("precious");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let temp = dir.file(".visits.tmp");
+    // A regular file there is taken for the leftover of a write cut short: its name is removed
+    // (here a hard link: the file it shares stays whole) and the write goes through.
+    std::fs::hard_link(&victim, &temp).unwrap();
+    let mut svc = Service::start(Some(dir.path()));
+    assert_eq!(readyz(&svc).0, 200, "{}", svc.logs());
+    assert_eq!(stored(&dir), 0);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!temp.exists());
+    assert_eq!(svc.stop().code(), Some(0));
+
+    std::os::unix::fs::symlink(&victim, &temp).unwrap();
+    let svc = Service::start(Some(dir.path()));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    assert_eq!(visit_n(&mut conn, 3), 3);
+    std::thread::sleep(FLUSH_INTERVAL * 2);
+    let (status, body) = readyz(&svc);
+    assert_eq!(status, 503, "{body}");
+    let reason = json_field(&body, "reason");
+    assert!(
+        reason.contains(&format!(
+            "{} is a symbolic link to {}",
+            temp.display(),
+            victim.display()
+        )) && reason.contains("refusing to write through it"),
+        "{reason}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(stored(&dir), 0, "written through the link");
+    // Once the link is gone, the next write goes through.
+    std::fs::remove_file(&temp).unwrap();
+    assert!(eventually(Duration::from_secs(5), || readyz(&svc).0 == 200));
+    assert_eq!(stored(&dir), 3);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    drop(conn);
+    drop(svc);
+
+    let lock = dir.file("lock");
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    let (code, stderr) = start_refused(&dir);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the lock file {} is a symbolic link to {}",
+            lock.display(),
+            victim.display()
+        )) && stderr.contains("Remove it"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+
+    std::fs::remove_file(&lock).unwrap();
+    std::fs::hard_link(&victim, &lock).unwrap();
+    let (code, stderr) = start_refused(&dir);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the lock file {} is a file with 2 names",
+            lock.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+}
+
+/// A `visits` that is a symbolic link is refused with exit 3, dangling (a volume not mounted yet
+/// must not look like a first start) or not (its target is left alone).
+#[test]
+fn a_visits_symlink_dangling_or_not_is_refused() {
+    let dir = TempDir::new("visits-link");
+    let path = dir.file("visits");
+    let volume = TempDir::new("visits-link-volume");
+    let target = volume.file("not-mounted/visits");
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    let (code, stderr) = start_refused(&dir);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot read the visits file {}: it is a symbolic link to {}",
+            path.display(),
+            target.display()
+        )) && stderr.contains("never followed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("starting from 0"), "{stderr}");
+
+    std::fs::create_dir(volume.file("not-mounted")).unwrap();
+    std::fs::write(&target, "42\n").unwrap();
+    let (code, stderr) = start_refused(&dir);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "42\n");
+    assert!(std::fs::symlink_metadata(&path).unwrap().is_symlink());
+}
+
+/// Once its data directory (`remove` = rm -rf) or its lock file (`rm lock`) is gone, a running
+/// service reports it (503 with `reason`, an error line) and never writes again, so a second
+/// instance that starts on the same path keeps its own count; the first one's stop says how many
+/// visits it could not persist (exit 1).
+fn a_newer_instance_keeps_its_count_after(remove: impl Fn(&TempDir), reason: &str) {
+    let dir = TempDir::new("taken-over");
+    let mut first = Service::start(Some(dir.path()));
+    let mut old = Conn::open(first.addr).unwrap();
+    assert_eq!(visit_n(&mut old, 30), 30);
+    wait_stored(&dir, 30);
+    remove(&dir);
+    assert!(
+        eventually(FLUSH_INTERVAL * 3, || readyz(&first).0 == 503),
+        "{}",
+        first.logs()
+    );
+    let said = json_field(&readyz(&first).1, "reason");
+    assert!(
+        said.contains(reason) && said.contains("no longer persisted"),
+        "{said}"
+    );
+    assert!(
+        first.logged("stops writing the visits file"),
+        "{}",
+        first.logs()
+    );
+    // Reported once, not again on every tick.
+    std::thread::sleep(FLUSH_INTERVAL * 2);
+    assert!(
+        http::get(first.addr, "/metrics")
+            .body
+            .lines()
+            .any(|l| l == "warpwatch_visits_flush_failures_total 1"),
+        "{}",
+        first.logs()
+    );
+
+    let mut second = Service::start(Some(dir.path()));
+    let mut new = Conn::open(second.addr).unwrap();
+    let theirs = visit_n(&mut new, 5);
+    // The first keeps counting (and answering) but never writes over the second's file.
+    assert_eq!(visit_n(&mut old, 50), 80);
+    std::thread::sleep(FLUSH_INTERVAL * 3);
+    assert_eq!(stored(&dir), theirs, "{}", first.logs());
+    drop(old);
+    assert_eq!(first.stop().code(), Some(1), "{}", first.logs());
+    assert!(
+        first.logs().contains(
+            "stopped without persisting the last 50 visits (the visits file holds 30, the count is 80)"
+        ),
+        "{}",
+        first.logs()
+    );
+    assert_eq!(stored(&dir), theirs);
+    drop(new);
+    assert_eq!(second.stop().code(), Some(0), "{}", second.logs());
+    assert_eq!(stored(&dir), theirs);
+}
+
+#[test]
+fn a_removed_data_directory_is_never_written_behind_a_newer_instance() {
+    a_newer_instance_keeps_its_count_after(
+        |dir| std::fs::remove_dir_all(dir.path()).unwrap(),
+        "is gone",
+    );
+}
+
+#[test]
+fn a_replaced_data_directory_is_never_written_behind_a_newer_instance() {
+    let elsewhere = TempDir::new("moved-away");
+    a_newer_instance_keeps_its_count_after(
+        |dir| {
+            std::fs::rename(dir.path(), elsewhere.file("data")).unwrap();
+            std::fs::create_dir(dir.path()).unwrap();
+        },
+        "is no longer the directory this process locked",
+    );
+}
+
+#[test]
+fn a_removed_or_replaced_lock_file_is_never_written_behind_a_newer_instance() {
+    a_newer_instance_keeps_its_count_after(
+        |dir| std::fs::remove_file(dir.file("lock")).unwrap(),
+        "was removed",
+    );
+    a_newer_instance_keeps_its_count_after(
+        |dir| {
+            std::fs::remove_file(dir.file("lock")).unwrap();
+            std::fs::write(dir.file("lock"), "").unwrap();
+        },
+        "was replaced",
+    );
+}
+
+/// A data directory whose parent directory became a file (so its path now fails with "Not a
+/// directory") is gone too: reported, and never written again.
+#[test]
+fn a_data_directory_whose_parent_became_a_file_is_gone() {
+    let top = TempDir::new("parent-file");
+    let parent = top.file("parent");
+    let data = parent.join("data");
+    let svc = Service::start(Some(&data));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    assert_eq!(visit_n(&mut conn, 3), 3);
+    std::fs::remove_dir_all(&parent).unwrap();
+    std::fs::write(&parent, "a file now\n").unwrap();
+    assert!(
+        eventually(FLUSH_INTERVAL * 3, || readyz(&svc).0 == 503),
+        "{}",
+        svc.logs()
+    );
+    let said = json_field(&readyz(&svc).1, "reason");
+    assert!(
+        said.contains(&format!("the data directory {} is gone", data.display()))
+            && said.contains("no longer persisted"),
+        "{said}"
+    );
+}
+
+/// Each write is made durable: the writer fsyncs the temp file before the rename and the
+/// directory after it (seen in its system calls), so a power loss leaves the old or the new
+/// count, never a file that is missing or empty.
+#[test]
+fn each_write_fsyncs_the_file_then_renames_then_fsyncs_the_directory() {
+    let dir = TempDir::new("fsync");
+    let svc = Service::start(Some(dir.path()));
+    let writer = writer_pid(&svc);
+    let trace = common::Strace::attach(
+        writer,
+        "fsync,fdatasync,rename,renameat,renameat2",
+        &[],
+        &dir.file("strace"),
+    );
+    let mut conn = Conn::open(svc.addr).unwrap();
+    let last = visit_n(&mut conn, 2);
+    wait_stored(&dir, last);
+    let lines = trace.detach();
+    // `fsync(FD)` as Some(FD), a rename as None.
+    let calls: Vec<Option<&str>> = lines
+        .lines()
+        .filter_map(|l| {
+            if l.contains("rename") {
+                return Some(None);
+            }
+            let fd = l.split("sync(").nth(1)?.split(')').next()?;
+            Some(Some(fd))
+        })
+        .collect();
+    // The file's descriptor is synced before the rename, another one (the directory's) after.
+    assert!(
+        calls.windows(3).any(|w| matches!(
+            w,
+            [Some(file), None, Some(directory)] if file != directory
+        )),
+        "no fsync of the file, rename, fsync of the directory:\n{lines}"
+    );
 }
