@@ -3,6 +3,7 @@
 # in ./stack/nixos/ (evaluated offline by tests/nixos).
 {
   config,
+  options,
   lib,
   pkgs,
   ...
@@ -10,6 +11,7 @@
 let
   inherit (lib) mkOption types;
   cfg = config.services.warpwatch;
+  nixpkgsOptions = import ./stack/nixos/nixpkgs-options.nix;
 
   # The declaration with the user's overrides; option defaults come from here.
   declared = (import ./stack { overrides = cfg.monitoring.overrides; }).stack;
@@ -43,6 +45,11 @@ let
     # these options are constants, so reading them here cannot loop.
     host = {
       prometheus = {
+        # A Prometheus the host runs itself keeps nixpkgs' stateDir and listenAddress even where
+        # the host never set them: its TSDB and its clients are there.
+        enabledByHost =
+          nixpkgsOptions.definedElsewhere (toString ./module.nix)
+            options.services.prometheus.enable;
         inherit (config.services.prometheus) listenAddress port;
         evaluationInterval = config.services.prometheus.globalConfig.evaluation_interval;
       };

@@ -64,18 +64,30 @@ def mapping_raw(overrides: dict | None = None, **args) -> dict:
     return nix_eval(mapping_expr(overrides, **args))
 
 
+_DROPPED = object()
+
+
 def resolve(value):
-    """A mapped value as the only definition of its option: wrappers dropped, mkIf applied."""
+    """A mapped value as the only definition of its option: wrappers dropped, mkIf applied (an
+    option under a false mkIf is not defined at all)."""
     if isinstance(value, dict):
         kind = value.get("_type")
         if kind == "override":
             return resolve(value["content"])
         if kind == "if":
-            raise AssertionError("the mapping sets no mkIf; resolve() would need the rest of the config")
-        return {k: resolve(v) for k, v in value.items()}
+            return resolve(value["content"]) if value["condition"] else _DROPPED
+        resolved = {k: resolve(v) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not _DROPPED}
     if isinstance(value, list):
         return [resolve(v) for v in value]
     return value
+
+
+def guarded(value, condition: bool):
+    """The content of a mapped `mkIf condition content`, checking the condition it carries."""
+    assert isinstance(value, dict) and value.get("_type") == "if", value
+    assert value["condition"] is condition, value
+    return value["content"]
 
 
 def is_default(value) -> bool:

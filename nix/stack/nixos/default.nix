@@ -96,7 +96,7 @@ in
       host ? { },
     }:
     let
-      inherit (lib) mkDefault;
+      inherit (lib) mkDefault mkIf;
 
       # What every concern file is given: the stack, the arguments above, and what the concerns
       # share. Each file names the parts it reads; the shared parts are evaluated on first use.
@@ -107,6 +107,7 @@ in
           toYAML
           unitNames
           mkDefault
+          mkIf
           warpwatch
           promtail
           alloy

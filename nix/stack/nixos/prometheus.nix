@@ -1,10 +1,13 @@
 # Prometheus through nixpkgs' module: the stack's scrape jobs and rules added to whatever the host
 # already scrapes. What the stack needs is on; the rest are defaults a host's Prometheus keeps its
-# own values for (its TSDB in stateDir above all).
+# own values for (its TSDB in stateDir above all). A Prometheus the host enables itself keeps
+# nixpkgs' stateDir and listenAddress too: a default of ours would beat nixpkgs' option defaults
+# (priority 1000 against 1500) and move it onto an empty TSDB and off the address its clients use.
 {
   stack,
   configs,
   mkDefault,
+  mkIf,
   defaults,
   moduleSandbox,
   stateDirectoryOf,
@@ -54,10 +57,12 @@ in
     };
   }
   // defaults {
-    listenAddress = loopback;
     port = services.prometheus.port;
-    stateDir = stateDirectoryOf "prometheus";
     retentionTime = stack.prometheus.retention;
+  }
+  // builtins.mapAttrs (_: value: mkIf (!hostPrometheus.enabledByHost) (mkDefault value)) {
+    listenAddress = loopback;
+    stateDir = stateDirectoryOf "prometheus";
   };
   systemd.services.prometheus.serviceConfig = moduleSandbox // {
     MemoryMax = mkDefault "${toString services.prometheus.memoryMiB}M";
@@ -67,7 +72,7 @@ in
     (
       if hostPrometheus.listenAddress != loopback && hostPrometheus.listenAddress != "::1" then
         [
-          "services.prometheus.listenAddress = ${builtins.toJSON hostPrometheus.listenAddress} (this host's setting, which wins over the stack's ${loopback}): the stack's metrics and Prometheus' API are reachable from other machines unless the firewall blocks port ${toString hostPrometheus.port}."
+          "services.prometheus.listenAddress = ${builtins.toJSON hostPrometheus.listenAddress} (this host's own Prometheus keeps its address, and its services.prometheus.stateDir; the stack binds ${loopback} only where it alone enables Prometheus): the stack's metrics and Prometheus' API are reachable from other machines unless the firewall blocks port ${toString hostPrometheus.port}."
         ]
       else
         [ ]
