@@ -12,6 +12,8 @@ let
   inherit (lib) mkOption types;
   cfg = config.services.warpwatch;
   nixpkgsOptions = import ./stack/nixos/nixpkgs-options.nix;
+  # nixos-26.05's option names or master's `settings` ones, by what this nixpkgs declares.
+  nixpkgsShape = nixpkgsOptions.shapeOf options;
 
   # The declaration with the user's overrides; option defaults come from here.
   declared = (import ./stack { overrides = cfg.monitoring.overrides; }).stack;
@@ -51,7 +53,9 @@ let
           nixpkgsOptions.definedElsewhere (toString ./module.nix)
             options.services.prometheus.enable;
         inherit (config.services.prometheus) listenAddress port;
-        evaluationInterval = config.services.prometheus.globalConfig.evaluation_interval;
+        evaluationInterval =
+          (nixpkgsOptions.prometheusValue nixpkgsShape "global" config.services.prometheus)
+          .evaluation_interval;
       };
       grafana = {
         address = config.services.grafana.settings.server.http_addr;
@@ -62,8 +66,9 @@ let
       alloy = {
         inherit (config.services.alloy) enable extraFlags;
       };
-      journaldExtraConfig = config.services.journald.extraConfig;
+      journal = nixpkgsOptions.journaldSettings nixpkgsShape config.services.journald;
     };
+    inherit nixpkgsShape;
   };
 
   secretFile =

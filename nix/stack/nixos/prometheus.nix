@@ -14,6 +14,8 @@
   hostPort,
   endpoints,
   hostPrometheus,
+  nixpkgsShape,
+  nixpkgsOptions,
   ...
 }:
 let
@@ -22,7 +24,7 @@ let
 
   promConfig = configs.prometheus {
     target = "host";
-    # Wired through services.prometheus.rules (checked by promtool at build time).
+    # Wired through the module's rule files below (checked by promtool at build time).
     ruleFiles = [ ];
   };
   # A host's Prometheus has jobs of its own ("prometheus" above all): ours get names of their
@@ -50,15 +52,17 @@ in
 {
   services.prometheus = {
     enable = true;
+    port = mkDefault services.prometheus.port;
+  }
+  # Under the names this nixpkgs declares (26.05's, or master's `settings`): no rename warning.
+  // nixpkgsOptions.prometheusValues nixpkgsShape {
     inherit scrapeConfigs;
-    rules = [ configs.rules ];
-    globalConfig = defaults {
+    # A file either way: nixpkgs runs promtool over it at build time.
+    ruleFiles = [ (builtins.toFile "${stack.project}-rules.yml" configs.rules) ];
+    global = defaults {
       inherit (promConfig.global) scrape_interval evaluation_interval;
     };
-  }
-  // defaults {
-    port = services.prometheus.port;
-    retentionTime = stack.prometheus.retention;
+    retention = mkDefault stack.prometheus.retention;
   }
   // builtins.mapAttrs (_: value: mkIf (!hostPrometheus.enabledByHost) (mkDefault value)) {
     listenAddress = loopback;
@@ -80,7 +84,9 @@ in
     ++ (
       if hostPrometheus.evaluationInterval != promConfig.global.evaluation_interval then
         [
-          "services.prometheus.globalConfig.evaluation_interval = ${builtins.toJSON hostPrometheus.evaluationInterval} (this host's setting) also evaluates the stack's rules, declared for ${promConfig.global.evaluation_interval}: its alerts fire correspondingly later."
+          "services.prometheus.${
+            builtins.concatStringsSep "." (nixpkgsOptions.prometheusPaths nixpkgsShape).global
+          }.evaluation_interval = ${builtins.toJSON hostPrometheus.evaluationInterval} (this host's setting) also evaluates the stack's rules, declared for ${promConfig.global.evaluation_interval}: its alerts fire correspondingly later."
         ]
       else
         [ ]
