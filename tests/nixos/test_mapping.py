@@ -1,13 +1,15 @@
 """The declaration mapped to NixOS option values: limits, rotation, healthcheck timers, wiring,
 secrets and defaults, evaluated offline from nix/stack/nixos/."""
 
+import json
 import re
+import subprocess
 
 import pytest
 import yaml
 
 import spec
-from conftest import nix_eval
+from conftest import free_port, http_get, nix_eval, require_tool, stop_process, wait_for, write_files
 from nixos_helpers import FAKE, SECRETS, mapping, mapping_error, mapping_expr, mapping_raw, merged, is_default
 
 SHIPPERS = ["promtail", "alloy"]
@@ -267,3 +269,43 @@ def test_visits_persist_in_the_state_directory():
     unit = merged(mapping())["systemd"]["services"]["warpwatch"]
     assert unit["serviceConfig"]["StateDirectory"] == "warpwatch"
     assert unit["environment"]["WARPWATCH_DATA_DIR"] == "/var/lib/warpwatch"
+
+
+@pytest.mark.parametrize("shipper", SHIPPERS)
+def test_the_journal_labels_every_unit_with_its_compose_service_name(tmp_path, shipper):
+    # Issue 20, item 5: the shipper runs in a unit of the stack's own (warpwatch-promtail), yet its
+    # lines carry service="promtail" as in compose. Promtail relabels with Prometheus' relabel
+    # code: a real Prometheus applies the rendered rules to targets carrying each unit's name.
+    config = merged(mapping({"logShipper": shipper}))
+    text = config["environment"]["etc"][f"{unit_of(shipper, shipper)}/promtail.yaml"]["text"]
+    relabels = yaml.safe_load(text)["scrape_configs"][0]["relabel_configs"]
+    names = active(shipper)
+    targets = [
+        {"targets": [f"127.0.0.1:{index + 1}"], "labels": {"__journal__systemd_unit": f"{unit_of(name, shipper)}.service"}}
+        for index, name in enumerate(names)
+    ]
+    scrape = {"job_name": "journal", "scrape_interval": "1h", "static_configs": targets, "relabel_configs": relabels}
+    write_files(tmp_path, {"prometheus.yml": yaml.safe_dump({"scrape_configs": [scrape]})})
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            require_tool("prometheus"),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/api/v1/targets"
+    try:
+        active_targets = wait_for(
+            "the relabelled targets",
+            lambda: (t := json.loads(http_get(url)[1])["data"]["activeTargets"]) and len(t) == len(names) and t,
+            deadline=60,
+            processes=[server],
+        )
+    finally:
+        stop_process(server)
+    services = {t["discoveredLabels"]["__journal__systemd_unit"]: t["labels"].get("service") for t in active_targets}
+    assert services == {f"{unit_of(name, shipper)}.service": name for name in names}
