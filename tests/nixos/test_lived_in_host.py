@@ -291,3 +291,13 @@ def test_unit_names_are_exported_for_the_vm_test():
         "serviceConfig"
     ]["ExecStart"]
 
+
+
+# --- issue 20, item 2: configuration changes reload Prometheus -------------------------------
+
+
+def test_prometheus_reloads_on_a_changed_configuration_unless_the_host_says_otherwise():
+    # nixpkgs' enableReload (default false) adds ExecReload and the prometheus-config-reload unit
+    # that nixos-rebuild reloads when the configuration changes; tests/systemd runs them.
+    prometheus = mapping_raw()["monitoring"]["services"]["prometheus"]
+    assert is_default(prometheus["enableReload"]) and prometheus["enableReload"]["content"] is True

@@ -36,6 +36,7 @@
 #   services.prometheus.listenAddress             nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.port                      nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.stateDir                  nixos/modules/services/monitoring/prometheus/default.nix
+#   services.prometheus.enableReload              nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.retentionTime             nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.globalConfig              nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.scrapeConfigs             nixos/modules/services/monitoring/prometheus/default.nix
@@ -51,7 +52,7 @@
 #   services.grafana.provision.dashboards.settings   nixos/modules/services/monitoring/grafana.nix
 # On nixpkgs master (26.11), where the evaluated options have `settings` (./nixpkgs-options.nix
 # picks the names), these replace services.journald.extraConfig and the Prometheus options above
-# but enable, listenAddress, port and stateDir (checked against master's modules):
+# but enable, enableReload, listenAddress, port and stateDir (checked against master's modules):
 #   services.journald.settings.Journal (*)        nixos/modules/system/boot/systemd/journald.nix
 #   services.prometheus.settings.global (*)       nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.settings.scrape_configs   nixos/modules/services/monitoring/prometheus/default.nix
