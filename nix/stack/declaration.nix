@@ -28,6 +28,11 @@
     intervalSeconds = 30;
     timeoutSeconds = 10;
     retries = 3;
+    # During a start period, Docker Engine 25 and newer probe this often (compose
+    # `start_interval`), so a service counts as healthy about when it is ready rather than one
+    # whole interval after its start. Older engines (20.10) and docker-compose v1 lack the key:
+    # nix run .#stack adds it only where the engine has it.
+    startIntervalSeconds = 1;
   };
 
   restart = "unless-stopped";
