@@ -8,9 +8,12 @@ defaults (priority 1000) and `mapping` resolves them the way the module system d
 definition.
 """
 
+import subprocess
 from pathlib import Path
 
-from conftest import nix_eval, nix_eval_error, nix_value
+import yaml
+
+from conftest import nix_eval, nix_eval_error, nix_value, require_tool, write_files
 from nixos_units import Store, merge, render_service
 
 FAKE = {
@@ -114,3 +117,19 @@ def write_unit(directory: Path, name: str, unit: dict) -> Path:
     path = directory / f"{name}.service"
     path.write_text(render_service(name, unit, Store(directory / "store"), SYSTEM_FAKE, SYSTEM_FAKE["bash"]))
     return path
+
+
+def start_prometheus(directory: Path, config: dict, port: int) -> subprocess.Popen:
+    """A real Prometheus on 127.0.0.1:`port` with `config` as its prometheus.yml (state in
+    `directory`); the caller stops it."""
+    write_files(directory, {"prometheus.yml": yaml.safe_dump(config)})
+    return subprocess.Popen(
+        [
+            require_tool("prometheus"),
+            f"--config.file={directory / 'prometheus.yml'}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

@@ -12,7 +12,7 @@ import yaml
 
 import spec
 from conftest import free_port, http_get, nix_eval, nix_value, require_tool, stop_process, wait_for, write_files
-from nixos_helpers import FAKE, SECRETS, guarded, is_default, mapping, mapping_raw, merged
+from nixos_helpers import FAKE, SECRETS, guarded, is_default, mapping, mapping_raw, merged, start_prometheus
 
 LIVED_IN = {
     "prometheus": {"listenAddress": "0.0.0.0", "port": 9091, "evaluationInterval": "1m"},
@@ -71,17 +71,7 @@ def test_our_jobs_keep_their_job_label_next_to_the_hosts(tmp_path):
     host_jobs = [
         {"job_name": "prometheus", "scrape_interval": "1s", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
     ]
-    write_files(tmp_path, {"prometheus.yml": yaml.safe_dump({"scrape_configs": host_jobs + jobs})})
-    server = subprocess.Popen(
-        [
-            require_tool("prometheus"),
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_prometheus(tmp_path, {"scrape_configs": host_jobs + jobs}, port)
     query = f"http://127.0.0.1:{port}/api/v1/query?query=up%7Bjob%3D%22prometheus%22%7D%3D%3D1"
     try:
         result = wait_for(

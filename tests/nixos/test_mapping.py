@@ -3,14 +3,23 @@ secrets and defaults, evaluated offline from nix/stack/nixos/."""
 
 import json
 import re
-import subprocess
 
 import pytest
 import yaml
 
 import spec
-from conftest import free_port, http_get, nix_eval, require_tool, stop_process, wait_for, write_files
-from nixos_helpers import FAKE, SECRETS, mapping, mapping_error, mapping_expr, mapping_raw, merged, is_default
+from conftest import free_port, http_get, nix_eval, stop_process, wait_for
+from nixos_helpers import (
+    FAKE,
+    SECRETS,
+    is_default,
+    mapping,
+    mapping_error,
+    mapping_expr,
+    mapping_raw,
+    merged,
+    start_prometheus,
+)
 
 SHIPPERS = ["promtail", "alloy"]
 
@@ -285,18 +294,8 @@ def test_the_journal_labels_every_unit_with_its_compose_service_name(tmp_path, s
         for index, name in enumerate(names)
     ]
     scrape = {"job_name": "journal", "scrape_interval": "1h", "static_configs": targets, "relabel_configs": relabels}
-    write_files(tmp_path, {"prometheus.yml": yaml.safe_dump({"scrape_configs": [scrape]})})
     port = free_port()
-    server = subprocess.Popen(
-        [
-            require_tool("prometheus"),
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_prometheus(tmp_path, {"scrape_configs": [scrape]}, port)
     url = f"http://127.0.0.1:{port}/api/v1/targets"
     try:
         active_targets = wait_for(
