@@ -14,6 +14,9 @@ let
   nixpkgsOptions = import ./stack/nixos/nixpkgs-options.nix;
   # nixos-26.05's option names or master's `settings` ones, by what this nixpkgs declares.
   nixpkgsShape = nixpkgsOptions.shapeOf options;
+  hostPrometheusGlobal =
+    nixpkgsOptions.prometheusValue nixpkgsShape "global"
+      config.services.prometheus;
 
   # The declaration with the user's overrides; option defaults come from here.
   declared = (import ./stack { overrides = cfg.monitoring.overrides; }).stack;
@@ -53,9 +56,7 @@ let
           nixpkgsOptions.definedElsewhere (toString ./module.nix)
             options.services.prometheus.enable;
         inherit (config.services.prometheus) listenAddress port;
-        evaluationInterval =
-          (nixpkgsOptions.prometheusValue nixpkgsShape "global" config.services.prometheus)
-          .evaluation_interval;
+        evaluationInterval = hostPrometheusGlobal.evaluation_interval;
       };
       grafana = {
         address = config.services.grafana.settings.server.http_addr;
