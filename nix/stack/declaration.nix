@@ -116,9 +116,10 @@
       grpcPort = 9095;
       # Measured with Loki 3.7.6 and this stack's configuration (./render/loki.nix, which skips
       # the ingester's min_ready_duration): /ready 200 after 10.4 / 10.6 / 11.0 s (min / median /
-      # max of 5 cold starts on 2 shared cores), peak RSS 114-123 MiB. 30 s is 2.7 times the
-      # worst case (still 1.9 times the 16 s of upstream's 15 s wait); a slower start is then
-      # absorbed by `retries` more probes before the service counts as unhealthy.
+      # max of 5 cold starts on 2 shared cores; 10.8 / 11.1 / 11.4 s as a unit under systemd 252),
+      # peak RSS 114-123 MiB. 30 s is 2.6 times the worst case (still 1.9 times the 16 s of
+      # upstream's 15 s wait); a slower start is then absorbed by `retries` more probes before
+      # the service counts as unhealthy.
       startPeriodSeconds = 30;
       uid = 10003;
       image = {
