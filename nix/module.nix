@@ -11,6 +11,7 @@
 }:
 {
   config,
+  options,
   lib,
   pkgs,
   ...
@@ -18,6 +19,12 @@
 let
   inherit (lib) mkOption types;
   cfg = config.services.warpwatch;
+  nixpkgsOptions = import ./stack/nixos/nixpkgs-options.nix;
+  # nixos-26.05's option names or master's `settings` ones, by what this nixpkgs declares.
+  nixpkgsShape = nixpkgsOptions.shapeOf options;
+  hostPrometheusGlobal =
+    nixpkgsOptions.prometheusValue nixpkgsShape "global"
+      config.services.prometheus;
 
   # The flake's packages for the host's system (read only when a default is).
   flakePackages = packages.${pkgs.stdenv.hostPlatform.system};
@@ -54,8 +61,13 @@ let
     # these options are constants, so reading them here cannot loop.
     host = {
       prometheus = {
+        # A Prometheus the host runs itself keeps nixpkgs' stateDir and listenAddress even where
+        # the host never set them: its TSDB and its clients are there.
+        enabledByHost =
+          nixpkgsOptions.definedElsewhere (toString ./module.nix)
+            options.services.prometheus.enable;
         inherit (config.services.prometheus) listenAddress port;
-        evaluationInterval = config.services.prometheus.globalConfig.evaluation_interval;
+        evaluationInterval = hostPrometheusGlobal.evaluation_interval;
       };
       grafana = {
         address = config.services.grafana.settings.server.http_addr;
@@ -66,8 +78,9 @@ let
       alloy = {
         inherit (config.services.alloy) enable extraFlags;
       };
-      journaldExtraConfig = config.services.journald.extraConfig;
+      journal = nixpkgsOptions.journaldSettings nixpkgsShape config.services.journald;
     };
+    inherit nixpkgsShape;
   };
 
   secretFile =

@@ -40,6 +40,7 @@ let
       WARPWATCH_STACK_URLS = specs.urls;
       WARPWATCH_STACK_DOCKER_COMPOSE = lib.getExe docker-compose;
       WARPWATCH_STACK_UP_TIMEOUT = toString specs.upTimeoutSeconds;
+      WARPWATCH_STACK_START_INTERVAL_FILE = specs.api.compose.startIntervalFile;
       # Grafana's container uid: the only user besides the owner that may read the secret files.
       WARPWATCH_STACK_SECRET_READER_UID = toString stack.services.grafana.uid;
     };

@@ -9,6 +9,8 @@
 #   WARPWATCH_STACK_SECRET_READER_UID  Grafana's container uid (nix/stack/declaration.nix)
 #   WARPWATCH_STACK_DOCKER_COMPOSE  the pinned docker-compose (nixpkgs) that runs the project
 #   WARPWATCH_STACK_UP_TIMEOUT  seconds `up` waits for every service to turn healthy
+#   WARPWATCH_STACK_START_INTERVAL_FILE  compose file (in the project) with the healthchecks'
+#                               start_interval, used only on Docker Engine 25 and newer
 set -euo pipefail
 
 prog="warpwatch stack"
@@ -31,7 +33,8 @@ EOF
 }
 
 for var in WARPWATCH_STACK_PROJECT WARPWATCH_STACK_COMPOSE WARPWATCH_STACK_IMAGES \
-  WARPWATCH_STACK_SECRET_READER_UID WARPWATCH_STACK_DOCKER_COMPOSE WARPWATCH_STACK_UP_TIMEOUT; do
+  WARPWATCH_STACK_SECRET_READER_UID WARPWATCH_STACK_DOCKER_COMPOSE WARPWATCH_STACK_UP_TIMEOUT \
+  WARPWATCH_STACK_START_INTERVAL_FILE; do
   [ -n "${!var:-}" ] || die "$var is not set: run this through 'nix run .#stack', which sets it"
 done
 
@@ -70,9 +73,25 @@ check_docker() {
   fi
 }
 
+# Docker Engine 25 (API 1.44) and newer probe every start_interval during a start period, so a
+# service turns healthy when it is ready instead of one whole interval after its start. Older
+# engines (20.10) and docker-compose v1 refuse the key, so it lives in a compose file of its own
+# that only such an engine gets.
+engine_has_start_interval() {
+  local api
+  api=$(docker version --format '{{.Server.APIVersion}}' 2>/dev/null) || return 1
+  [[ $api =~ ^([0-9]+)\.([0-9]+)$ ]] || return 1
+  ((BASH_REMATCH[1] > 1 || (BASH_REMATCH[1] == 1 && BASH_REMATCH[2] >= 44)))
+}
+
 compose_run() {
+  local files=(--file "$state_dir/docker-compose.yml")
+  # A project written before the file existed is run without it.
+  if [ -n "$start_interval" ] && [ -f "$state_dir/$WARPWATCH_STACK_START_INTERVAL_FILE" ]; then
+    files+=(--file "$state_dir/$WARPWATCH_STACK_START_INTERVAL_FILE")
+  fi
   "$WARPWATCH_STACK_DOCKER_COMPOSE" --project-name "$WARPWATCH_STACK_PROJECT" \
-    --project-directory "$state_dir" --file "$state_dir/docker-compose.yml" "$@"
+    --project-directory "$state_dir" "${files[@]}" "$@"
 }
 
 # The project files come from the Nix store (read-only); copies are rewritten on every `up` so the
@@ -176,6 +195,8 @@ require_project() {
 }
 
 check_docker
+start_interval=
+if engine_has_start_interval; then start_interval=1; fi
 case "$command" in
   up)
     write_project

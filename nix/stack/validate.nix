@@ -173,6 +173,7 @@ let
       ++ positive "healthcheck.intervalSeconds" stack.healthcheck.intervalSeconds
       ++ positive "healthcheck.timeoutSeconds" stack.healthcheck.timeoutSeconds
       ++ positive "healthcheck.retries" stack.healthcheck.retries
+      ++ positive "healthcheck.startIntervalSeconds" stack.healthcheck.startIntervalSeconds
       ++
         check (stack.healthcheck.timeoutSeconds <= stack.healthcheck.intervalSeconds)
           "healthcheck.timeoutSeconds (${toString stack.healthcheck.timeoutSeconds}) must not exceed healthcheck.intervalSeconds (${toString stack.healthcheck.intervalSeconds})"

@@ -127,6 +127,20 @@ in
             timeout=180,
         )
 
+    with subtest("the shipper's own lines carry service=\"${logShipper}\", as in compose"):
+        machine.wait_until_succeeds(
+            "curl -sf -G '${url "loki"}/loki/api/v1/query_range' "
+            + "--data-urlencode 'query={service=\"${logShipper}\"}' --data-urlencode 'limit=10' "
+            + "| jq -e '[.data.result[].values[]] | length > 0'",
+            timeout=180,
+        )
+
+    with subtest("Prometheus reloads its configuration in the same process"):
+        pid = machine.succeed("systemctl show -P MainPID prometheus.service").strip()
+        machine.succeed("systemctl reload prometheus.service")
+        after = machine.succeed("systemctl show -P MainPID prometheus.service").strip()
+        assert after == pid, f"prometheus.service restarted (MainPID {pid} -> {after}) instead of reloading"
+
     with subtest("Grafana is healthy and lists both provisioned datasources"):
         machine.wait_until_succeeds("curl -sf ${url "grafana"}/api/health | jq -e '.database == \"ok\"'", timeout=120)
         machine.succeed(

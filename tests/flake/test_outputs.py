@@ -148,6 +148,9 @@ def test_stack_app_environment():
     assert env["WARPWATCH_STACK_DOCKER_COMPOSE"] == f"{STORE}docker-compose-1-from-26.05/bin/docker-compose"
     assert any(str(i).endswith("-docker-client-1-from-26.05") for i in app["runtimeInputs"]), app["runtimeInputs"]
     assert int(env["WARPWATCH_STACK_UP_TIMEOUT"]) >= spec.HEALTHCHECK_INTERVAL_S * (spec.HEALTHCHECK_RETRIES + 1)
+    # Issue 20, item 4: the compose file the app adds on Engine 25+ is in the project.
+    start_interval = out(f'o.packages.x86_64-linux.compose.entries."{env["WARPWATCH_STACK_START_INTERVAL_FILE"]}".text')
+    assert "start_interval" in start_interval
     assert app["text"] == STACK_APP.read_text()
     assert out("o.apps.x86_64-linux.stack.program") == f"{STORE}warpwatch-stack/bin/warpwatch-stack"
 

@@ -9,9 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import require_tool, write_files
-from tests.flake.helpers import STACK_APP, eval_specs, tool_dir
+from tests.flake.helpers import STACK_APP, declaration, eval_specs, tool_dir
 
 # What the script itself calls (coreutils, grep, bash), without docker.
 BASE_TOOLS = ["bash", "cat", "chmod", "cp", "grep", "id", "mkdir", "mktemp", "mv", "od", "setfacl", "tail", "tr", "env"]
@@ -33,6 +34,10 @@ case "${1:-}" in
     loaded=("$FAKE_DIR"/loaded-*)
     cat >"$FAKE_DIR/loaded-${#loaded[@]}"
     ;;
+  version)
+    # The engine's API version (20.10 speaks 1.41; Engine 25 is the first with 1.44).
+    echo "${FAKE_API_VERSION:-1.41}"
+    ;;
   inspect)
     shift 2  # --format TEMPLATE
     for id in "$@"; do echo "${id#id-} ${FAKE_HEALTH:-healthy}"; done
@@ -46,19 +51,21 @@ FAKE_COMPOSE = r"""#!/usr/bin/env bash
 set -euo pipefail
 printf 'compose %s\n' "$*" >>"$FAKE_LOG"
 [ "${1:-}" = version ] && { echo "Docker Compose version 5.0.1"; exit 0; }
-project= dir= file=
+project= dir= files=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --project-name) project=$2; shift 2 ;;
     --project-directory) dir=$2; shift 2 ;;
-    --file) file=$2; shift 2 ;;
+    --file) files+=("$2"); shift 2 ;;
     *) break ;;
   esac
 done
 case "${1:-}" in
   up)
-    # The written project must be a valid compose project, secrets included.
-    "$REAL_DOCKER_COMPOSE" --project-name "$project" --project-directory "$dir" --file "$file" config --quiet
+    # The written project must be a valid compose project, secrets included (the real compose
+    # here is v1, which knows no start_interval: the first file only).
+    for file in "${files[@]}"; do [ -f "$file" ] || { echo "fake compose: no $file" >&2; exit 98; }; done
+    "$REAL_DOCKER_COMPOSE" --project-name "$project" --project-directory "$dir" --file "${files[0]}" config --quiet
     exit "${FAKE_UP_RC:-0}"
     ;;
   ps)
@@ -72,6 +79,8 @@ printf 'tarball of %s\\n' {name}
 """
 
 
+# The project's compose file with the healthchecks' start_interval (what the flake passes).
+START_INTERVAL_FILE = "docker-compose.start-interval.yml"
 # The uid the script must let read the secrets (WARPWATCH_STACK_SECRET_READER_UID; that the flake
 # passes Grafana's is checked in test_outputs.py). Any non-root uid will do here.
 READER_UID = 4242
@@ -141,6 +150,7 @@ class Env:
             "WARPWATCH_STACK_SECRET_READER_UID": str(READER_UID),
             "WARPWATCH_STACK_DOCKER_COMPOSE": str(self.compose),
             "WARPWATCH_STACK_UP_TIMEOUT": "5",
+            "WARPWATCH_STACK_START_INTERVAL_FILE": START_INTERVAL_FILE,
             "REAL_DOCKER_COMPOSE": require_tool("docker-compose"),
             "FAKE_LOG": str(self.log),
             "FAKE_DIR": str(self.fake_dir),
@@ -335,3 +345,37 @@ def test_rootless_docker_without_a_subuid_range_is_a_clear_error(env, tmp_path):
     proc = env.run("up", extra_env={"FAKE_ROOTLESS": "1", "WARPWATCH_STACK_SUBUID_FILE": str(subuid)})
     assert proc.returncode == 1
     assert "/etc/subuid has no range for" in proc.stderr
+
+
+# --- issue 20, item 4: start_interval where the engine has it ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("api", "with_start_interval"),
+    [("1.41", False), ("1.43", False), ("1.44", True), ("1.51", True), ("2.0", True), ("", False)],
+)
+def test_start_interval_file_is_used_from_engine_25_on(env, api, with_start_interval):
+    # Docker 20.10 (API 1.41, the CI engine) and docker-compose v1 refuse start_interval; Engine
+    # 25 (API 1.44) probes that often during the start period. An unknown version: without.
+    env.install_fake_docker()
+    proc = env.run("up", extra_env={"FAKE_API_VERSION": api})
+    assert proc.returncode == 0, proc.stderr
+    (up,) = [c for c in env.calls() if c.startswith("compose ") and " up " in f"{c} "]
+    files = f"--file {env.state_dir}/docker-compose.yml"
+    if with_start_interval:
+        files += f" --file {env.state_dir}/{START_INTERVAL_FILE}"
+    assert up == f"compose --project-name warpwatch --project-directory {env.state_dir} {files} up -d"
+    ps = env.run("ps", extra_env={"FAKE_API_VERSION": api})
+    assert ps.returncode == 0, ps.stderr
+    assert env.calls()[-1].endswith(f"{files} ps")
+
+
+def test_the_start_interval_file_sets_only_start_interval_for_every_service(compose_project):
+    base = yaml.safe_load(compose_project["docker-compose.yml"])["services"]
+    extra = yaml.safe_load(compose_project[START_INTERVAL_FILE])["services"]
+    assert extra.keys() == base.keys()
+    for name, service in extra.items():
+        assert service == {"healthcheck": {"start_interval": service["healthcheck"]["start_interval"]}}, name
+        assert "start_interval" not in base[name]["healthcheck"], name
+    declared = declaration()["healthcheck"]["startIntervalSeconds"]
+    assert {s["healthcheck"]["start_interval"] for s in extra.values()} == {f"{declared}s"}

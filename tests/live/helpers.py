@@ -49,7 +49,8 @@ def evaluate(overrides: str) -> dict:
     packages = {name: {"version": tag, "path": store_path(name, tag)} for name, tag in tags.items()}
     return nix_eval(
         f"let specs = import ./nix/stack/image-specs.nix {{ packages = {nix_value(packages)}; overrides = {overrides}; }}; in "
-        "{ inherit (specs) images composeServices urls upTimeoutSeconds stack; project = specs.api.compose.project; }"
+        "{ inherit (specs) images composeServices urls upTimeoutSeconds stack; project = specs.api.compose.project; "
+        "startIntervalFile = specs.api.compose.startIntervalFile; }"
     )
 
 
@@ -206,6 +207,7 @@ class Stack:
             "WARPWATCH_STACK_SECRET_READER_UID": str(specs["stack"]["services"]["grafana"]["uid"]),
             "WARPWATCH_STACK_DOCKER_COMPOSE": compose,
             "WARPWATCH_STACK_UP_TIMEOUT": str(specs["upTimeoutSeconds"]),
+            "WARPWATCH_STACK_START_INTERVAL_FILE": specs["startIntervalFile"],
         }
 
     def write_store_copy(self) -> Path:

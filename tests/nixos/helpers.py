@@ -8,9 +8,12 @@ defaults (priority 1000) and `mapping` resolves them the way the module system d
 definition.
 """
 
+import subprocess
 from pathlib import Path
 
-from tests.conftest import nix_eval, nix_eval_error, nix_value
+import yaml
+
+from tests.conftest import nix_eval, nix_eval_error, nix_value, require_tool, write_files
 from tests.nixos.units import Store, merge, render_service
 
 FAKE = {
@@ -64,18 +67,30 @@ def mapping_raw(overrides: dict | None = None, **args) -> dict:
     return nix_eval(mapping_expr(overrides, **args))
 
 
+_DROPPED = object()
+
+
 def resolve(value):
-    """A mapped value as the only definition of its option: wrappers dropped, mkIf applied."""
+    """A mapped value as the only definition of its option: wrappers dropped, mkIf applied (an
+    option under a false mkIf is not defined at all)."""
     if isinstance(value, dict):
         kind = value.get("_type")
         if kind == "override":
             return resolve(value["content"])
         if kind == "if":
-            raise AssertionError("the mapping sets no mkIf; resolve() would need the rest of the config")
-        return {k: resolve(v) for k, v in value.items()}
+            return resolve(value["content"]) if value["condition"] else _DROPPED
+        resolved = {k: resolve(v) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not _DROPPED}
     if isinstance(value, list):
         return [resolve(v) for v in value]
     return value
+
+
+def guarded(value, condition: bool):
+    """The content of a mapped `mkIf condition content`, checking the condition it carries."""
+    assert isinstance(value, dict) and value.get("_type") == "if", value
+    assert value["condition"] is condition, value
+    return value["content"]
 
 
 def is_default(value) -> bool:
@@ -102,3 +117,19 @@ def write_unit(directory: Path, name: str, unit: dict) -> Path:
     path = directory / f"{name}.service"
     path.write_text(render_service(name, unit, Store(directory / "store"), SYSTEM_FAKE, SYSTEM_FAKE["bash"]))
     return path
+
+
+def start_prometheus(directory: Path, config: dict, port: int) -> subprocess.Popen:
+    """A real Prometheus on 127.0.0.1:`port` with `config` as its prometheus.yml (state in
+    `directory`); the caller stops it."""
+    write_files(directory, {"prometheus.yml": yaml.safe_dump(config)})
+    return subprocess.Popen(
+        [
+            require_tool("prometheus"),
+            f"--config.file={directory / 'prometheus.yml'}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

@@ -98,3 +98,72 @@ def merge_unit(nixpkgs: dict, ours: dict) -> dict:
         else:
             merged[key] = values[0]
     return merged
+
+
+# nixpkgs' reload machinery of the Prometheus module (nixos-26.05 and master alike): with
+# `enableReload`, ExecStart reads /etc/prometheus/prometheus.yaml (a fixed path, so the unit
+# file does not change with the configuration), ExecReload sends SIGHUP and waits for the
+# "Completed loading" message in the journal, and prometheus-config-reload carries the
+# configuration as a restart trigger with reloadIfChanged, so switch-to-configuration reloads it
+# (and through it Prometheus) when only the configuration changed.
+PROMETHEUS_RELOAD_SCRIPT = """\
+#!{bash}/bin/bash
+PATH="{systemd}/bin:{coreutils}/bin:{gnugrep}/bin"
+cursor=$(journalctl --show-cursor -n0 | grep -oP "cursor: \\K.*")
+kill -HUP $MAINPID
+journalctl -u prometheus.service --after-cursor="$cursor" -f \\
+  | grep -m 1 "Completed loading of configuration file" > /dev/null
+"""
+PROMETHEUS_TRIGGER_RELOAD_SCRIPT = """\
+#!{bash}/bin/bash
+PATH="{systemd}/bin"
+if systemctl -q is-active prometheus.service; then
+  systemctl reload prometheus.service
+fi
+"""
+
+
+def nixpkgs_prometheus(options: dict, ours: dict, config_text: str, store, packages: dict, prometheus: str) -> dict:
+    """What nixpkgs' Prometheus module defines from the mapping's services.prometheus values
+    (`options`, resolved) and its systemd.services.prometheus.serviceConfig (`ours`, with
+    priorities): the prometheus unit, the reload unit and /etc file when enableReload is on.
+    `packages` are the store paths of bash/systemd/coreutils/gnugrep; `prometheus` the package's.
+    nixpkgs' reload unit logs with util-linux's logger; coreutils' echo stands for it here."""
+    reload = options.get("enableReload", False)  # nixpkgs' default
+    config_file = store.add("prometheus.yml", "prometheus.yml", config_text)
+    state_dir = options.get("stateDir", "prometheus2")
+    listen = f"{options.get('listenAddress', '0.0.0.0')}:{options.get('port', 9090)}"
+    service = {
+        **NIXPKGS_SERVICE_CONFIG["prometheus"],
+        "ExecStart": f"{prometheus}/bin/prometheus"
+        f" --config.file={'/etc/prometheus/prometheus.yaml' if reload else config_file}"
+        f" --web.listen-address={listen} --storage.tsdb.path=/var/lib/{state_dir}/data/",
+        "Restart": "always",
+        "RuntimeDirectory": "prometheus",
+        "RuntimeDirectoryMode": "0700",
+        "StateDirectory": state_dir,
+        "StateDirectoryMode": "0700",
+        "WorkingDirectory": f"/var/lib/{state_dir}",
+    }
+    units = {"prometheus": {"after": ["network.target"], "wantedBy": ["multi-user.target"]}}
+    etc = {}
+    if reload:
+        script = PROMETHEUS_RELOAD_SCRIPT.format(**packages)
+        service["ExecReload"] = "+" + store.add("reload-prometheus", "bin/reload-prometheus", script, 0o555)
+        trigger = PROMETHEUS_TRIGGER_RELOAD_SCRIPT.format(**packages)
+        units["prometheus-config-reload"] = {
+            "after": ["prometheus.service"],
+            "restartTriggers": [config_file],
+            "wantedBy": ["prometheus.service"],
+            "serviceConfig": {
+                "ExecReload": [store.add("trigger-reload-prometheus", "bin/trigger-reload-prometheus", trigger, 0o555)],
+                "ExecStart": f"{packages['coreutils']}/bin/echo 'prometheus-config-reload will only reload"
+                " prometheus when reloaded itself.'",
+                "RemainAfterExit": True,
+                "TimeoutSec": 60,
+                "Type": "oneshot",
+            },
+        }
+        etc["prometheus/prometheus.yaml"] = {"text": config_text}
+    units["prometheus"]["serviceConfig"] = merge_unit(service, ours)
+    return {"systemd": {"services": units}, "environment": {"etc": etc}}

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from tests import spec
-from tests.conftest import free_port, http_get, nix_eval, require_tool, stop_process, wait_for, write_files
-from tests.nixos.helpers import FAKE, SECRETS, is_default, mapping, mapping_raw, merged
+from tests.conftest import free_port, http_get, nix_eval, nix_value, require_tool, stop_process, wait_for, write_files
+from tests.nixos.helpers import FAKE, SECRETS, guarded, is_default, mapping, mapping_raw, merged, start_prometheus
 
 LIVED_IN = {
     "prometheus": {"listenAddress": "0.0.0.0", "port": 9091, "evaluationInterval": "1m"},
@@ -71,17 +71,7 @@ def test_our_jobs_keep_their_job_label_next_to_the_hosts(tmp_path):
     host_jobs = [
         {"job_name": "prometheus", "scrape_interval": "1s", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
     ]
-    write_files(tmp_path, {"prometheus.yml": yaml.safe_dump({"scrape_configs": host_jobs + jobs})})
-    server = subprocess.Popen(
-        [
-            require_tool("prometheus"),
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_prometheus(tmp_path, {"scrape_configs": host_jobs + jobs}, port)
     query = f"http://127.0.0.1:{port}/api/v1/query?query=up%7Bjob%3D%22prometheus%22%7D%3D%3D1"
     try:
         result = wait_for(
@@ -144,13 +134,52 @@ def test_a_host_alloy_on_the_shippers_port_fails_with_the_option_to_set():
 
 def test_prometheus_settings_a_host_has_are_defaults():
     prometheus = mapping_raw()["monitoring"]["services"]["prometheus"]
-    for option in ("stateDir", "listenAddress", "port", "retentionTime"):
+    for option in ("port", "retentionTime"):
         assert is_default(prometheus[option]), option
+    # On a fresh host (the stack alone enables Prometheus) these are defaults too.
+    for option in ("stateDir", "listenAddress"):
+        assert is_default(guarded(prometheus[option], True)), option
     for option in ("scrape_interval", "evaluation_interval"):
         assert is_default(prometheus["globalConfig"][option]), option
     # What the stack needs is a definition of its own: on, with its jobs and rules.
     assert prometheus["enable"] is True
     assert not is_default(prometheus["scrapeConfigs"])
+
+
+# --- issue 20, item 1: a host's own Prometheus keeps its data -------------------------------
+
+# `services.prometheus.enable = true` alone, as nix/module.nix reads it back: nixpkgs' defaults.
+PROMETHEUS_ALONE = {"prometheus": {"enabledByHost": True, "listenAddress": "0.0.0.0", "port": 9090}}
+
+
+def test_a_prometheus_the_host_enabled_keeps_nixpkgs_state_dir_and_address():
+    # A default of ours (priority 1000) beats nixpkgs' option defaults (1500): setting none is
+    # how the host's TSDB (/var/lib/prometheus2) and its listen address survive.
+    prometheus = merged(mapping(host=PROMETHEUS_ALONE))["services"]["prometheus"]
+    assert "stateDir" not in prometheus and "listenAddress" not in prometheus, prometheus
+    assert prometheus["enable"] is True and prometheus["scrapeConfigs"]
+    fresh = merged(mapping())["services"]["prometheus"]
+    assert fresh["stateDir"] == "prometheus" and fresh["listenAddress"] == "127.0.0.1"
+
+
+def test_a_prometheus_the_host_enabled_on_every_interface_is_warned_about_and_probed_on_loopback():
+    config = merged(mapping(host=PROMETHEUS_ALONE))
+    assert any('services.prometheus.listenAddress = "0.0.0.0"' in w for w in config["warnings"])
+    assert f"http://127.0.0.1:9090{spec.HEALTH_PATHS['prometheus']}" in health_script(config, "prometheus")
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [(["/src/nix/module.nix"], False), (["/src/nix/module.nix", "/etc/nixos/configuration.nix"], True)],
+)
+def test_the_module_tells_a_host_prometheus_by_where_enable_is_defined(files, expected):
+    # What nix/module.nix passes as enabledByHost: an evaluated option's winning definitions.
+    option = {"definitionsWithLocations": [{"file": f, "value": True} for f in files]}
+    expr = (
+        "(import ./nix/stack/nixos/nixpkgs-options.nix).definedElsewhere "
+        f'"/src/nix/module.nix" {nix_value(option)}'
+    )
+    assert nix_eval(expr) is expected
 
 
 def test_host_prometheus_settings_that_matter_are_warned_about():
@@ -180,7 +209,7 @@ def test_overrides_option_merges_like_a_nixos_option():
     # anything merges definitions key by key (the harness checks it with nixpkgs' real lib).
     expr = (
         "let types = { attrsOf = t: \"attrsOf \" + t; anything = \"anything\"; attrs = \"attrs\"; }; "
-        "m = import ./nix/module.nix { } { config.services.warpwatch.monitoring.overrides = { }; pkgs = { }; "
+        "m = import ./nix/module.nix { } { config.services.warpwatch.monitoring.overrides = { }; options = { }; pkgs = { }; "
         "lib = { mkOption = o: o; inherit types; mkEnableOption = d: d; }; }; "
         "in m.options.services.warpwatch.monitoring.overrides.type"
     )
@@ -252,3 +281,13 @@ def test_unit_names_are_exported_for_the_vm_test():
         "serviceConfig"
     ]["ExecStart"]
 
+
+
+# --- issue 20, item 2: configuration changes reload Prometheus -------------------------------
+
+
+def test_prometheus_reloads_on_a_changed_configuration_unless_the_host_says_otherwise():
+    # nixpkgs' enableReload (default false) adds ExecReload and the prometheus-config-reload unit
+    # that nixos-rebuild reloads when the configuration changes; tests/systemd runs them.
+    prometheus = mapping_raw()["monitoring"]["services"]["prometheus"]
+    assert is_default(prometheus["enableReload"]) and prometheus["enableReload"]["content"] is True

@@ -1,14 +1,25 @@
 """The declaration mapped to NixOS option values: limits, rotation, healthcheck timers, wiring,
 secrets and defaults, evaluated offline from nix/stack/nixos/."""
 
+import json
 import re
 
 import pytest
 import yaml
 
 from tests import spec
-from tests.conftest import nix_eval
-from tests.nixos.helpers import FAKE, SECRETS, mapping, mapping_error, mapping_expr, mapping_raw, merged, is_default
+from tests.conftest import free_port, http_get, nix_eval, stop_process, wait_for
+from tests.nixos.helpers import (
+    FAKE,
+    SECRETS,
+    is_default,
+    mapping,
+    mapping_error,
+    mapping_expr,
+    mapping_raw,
+    merged,
+    start_prometheus,
+)
 
 SHIPPERS = ["promtail", "alloy"]
 
@@ -63,9 +74,10 @@ def test_journal_limits_are_a_default_the_host_wins_over():
 
 
 def test_a_host_journald_config_without_a_total_cap_is_warned_about():
-    warnings = merged(mapping(host={"journaldExtraConfig": "ForwardToConsole=yes\n"}))["warnings"]
+    # `host.journal` is the host's effective [Journal] settings, as nix/module.nix reads them back.
+    warnings = merged(mapping(host={"journal": {"ForwardToConsole": "yes"}}))["warnings"]
     assert any("services.journald.extraConfig is set on this host without SystemMaxUse=" in w for w in warnings)
-    capped = merged(mapping(host={"journaldExtraConfig": "SystemMaxUse=2G\n"}))["warnings"]
+    capped = merged(mapping(host={"journal": {"SystemMaxUse": "2G"}}))["warnings"]
     assert not any("services.journald.extraConfig" in w for w in capped)
 
 
@@ -196,7 +208,13 @@ def test_prometheus_scrapes_the_five_services(shipped):
     declared = nix_eval("(import ./nix/stack { }).stack.prometheus.scrapeIntervalSeconds")
     assert {job["scrape_interval"] for job in jobs} == {f"{declared}s"}
     assert prometheus["stateDir"] == "prometheus"
-    assert "groups:" in prometheus["rules"][0]
+    # The rules as a file (nixpkgs checks it with promtool): content-addressed, so equal paths
+    # mean equal contents.
+    rules_file = nix_eval(
+        f'let api = import ./nix/stack {{ overrides.logShipper = "{shipper}"; }}; '
+        'in builtins.toFile "warpwatch-rules.yml" api.configs.rules'
+    )
+    assert prometheus["ruleFiles"] == [rules_file]
 
 
 def test_prometheus_retention_follows_the_declaration():
@@ -260,3 +278,33 @@ def test_visits_persist_in_the_state_directory():
     unit = merged(mapping())["systemd"]["services"]["warpwatch"]
     assert unit["serviceConfig"]["StateDirectory"] == "warpwatch"
     assert unit["environment"]["WARPWATCH_DATA_DIR"] == "/var/lib/warpwatch"
+
+
+@pytest.mark.parametrize("shipper", SHIPPERS)
+def test_the_journal_labels_every_unit_with_its_compose_service_name(tmp_path, shipper):
+    # Issue 20, item 5: the shipper runs in a unit of the stack's own (warpwatch-promtail), yet its
+    # lines carry service="promtail" as in compose. Promtail relabels with Prometheus' relabel
+    # code: a real Prometheus applies the rendered rules to targets carrying each unit's name.
+    config = merged(mapping({"logShipper": shipper}))
+    text = config["environment"]["etc"][f"{unit_of(shipper, shipper)}/promtail.yaml"]["text"]
+    relabels = yaml.safe_load(text)["scrape_configs"][0]["relabel_configs"]
+    names = active(shipper)
+    targets = [
+        {"targets": [f"127.0.0.1:{index + 1}"], "labels": {"__journal__systemd_unit": f"{unit_of(name, shipper)}.service"}}
+        for index, name in enumerate(names)
+    ]
+    scrape = {"job_name": "journal", "scrape_interval": "1h", "static_configs": targets, "relabel_configs": relabels}
+    port = free_port()
+    server = start_prometheus(tmp_path, {"scrape_configs": [scrape]}, port)
+    url = f"http://127.0.0.1:{port}/api/v1/targets"
+    try:
+        active_targets = wait_for(
+            "the relabelled targets",
+            lambda: (t := json.loads(http_get(url)[1])["data"]["activeTargets"]) and len(t) == len(names) and t,
+            deadline=60,
+            processes=[server],
+        )
+    finally:
+        stop_process(server)
+    services = {t["discoveredLabels"]["__journal__systemd_unit"]: t["labels"].get("service") for t in active_targets}
+    assert services == {f"{unit_of(name, shipper)}.service": name for name in names}

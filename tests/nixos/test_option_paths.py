@@ -1,6 +1,7 @@
 """Every NixOS option path the mapping sets is listed, with its source module, in the comment at
-the top of nix/stack/nixos/default.nix (checked by hand against the nixos-26.05 modules), and every
-listed path is really used. A new option in the mapping without a checked source fails here."""
+the top of nix/stack/nixos/default.nix (checked by hand against the nixos-26.05 modules and, for
+the option tree of nixpkgs master, against master's), and every listed path is really used by one
+of the two shapes. A new option in the mapping without a checked source fails here."""
 
 import re
 
@@ -17,7 +18,7 @@ def listed_paths() -> dict[str, bool]:
     """{path: freeform} from the comment block; `<name>` stands for a user-chosen name."""
     paths = {}
     for line in (ROOT / "nix" / "stack" / "nixos" / "default.nix").read_text().splitlines():
-        match = re.match(r"#   ((?:[a-zA-Z]+|<name>)(?:\.(?:[a-zA-Z]+|<name>))*)(?:, ([a-zA-Z.]+))?( \(\*\))?\s+\S+\.nix$", line)
+        match = re.match(r"#   ((?:[a-zA-Z_]+|<name>)(?:\.(?:[a-zA-Z_]+|<name>))*)(?:, ([a-zA-Z.]+))?( \(\*\))?\s+\S+\.nix$", line)
         if match:
             paths[match.group(1)] = bool(match.group(3))
             if match.group(2):
@@ -38,11 +39,16 @@ def set_paths(value, prefix=(), listed=None) -> set[str]:
     return {dotted}
 
 
+# nixos-26.05's option tree, and nixpkgs master's (nix/stack/nixos/nixpkgs-options.nix).
+SHAPES = [{}, {"nixpkgsShape": {"prometheusSettings": True, "journaldSettings": True}}]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["nixos-26.05", "master"])
 @pytest.mark.parametrize("shipper", ["promtail", "alloy"])
-def test_every_set_option_path_is_listed_with_its_source(shipper):
+def test_every_set_option_path_is_listed_with_its_source(shipper, shape):
     listed = listed_paths()
     assert len(listed) > 20, "the option list in nix/stack/nixos/default.nix was not found"
-    config = merged(mapping({"logShipper": shipper}))
+    config = merged(mapping({"logShipper": shipper}, **shape))
     used = set_paths(config, (), listed)
     unlisted = sorted(used - listed.keys())
     assert unlisted == [], f"option paths set by the mapping but not listed with a source: {unlisted}"
@@ -52,7 +58,8 @@ def test_every_listed_path_is_used():
     listed = listed_paths()
     used = set()
     for shipper in ("promtail", "alloy"):
-        used |= set_paths(merged(mapping({"logShipper": shipper})), (), listed)
+        for shape in SHAPES:
+            used |= set_paths(merged(mapping({"logShipper": shipper}, **shape)), (), listed)
     assert sorted(listed.keys() - used) == []
 
 

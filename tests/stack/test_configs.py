@@ -91,6 +91,9 @@ def test_loki_single_node_filesystem_tsdb_v13_with_retention(target):
     # Issue 9, defect 11: single node, only Loki dials its own gRPC server: loopback, both targets.
     assert config["server"]["grpc_listen_address"] == spec.LOOPBACK
     assert config["server"]["grpc_listen_port"] == spec.LOKI_GRPC_PORT
+    # Issue 20, item 3: a single binary has no ring peers to give time before /ready turns 200
+    # (upstream's 15 s default made up a third of its start).
+    assert config["ingester"]["lifecycler"]["min_ready_duration"] == "0s"
 
 
 def test_loki_state_lives_in_its_volume(project):

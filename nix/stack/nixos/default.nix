@@ -36,10 +36,11 @@
 #   services.prometheus.listenAddress             nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.port                      nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.stateDir                  nixos/modules/services/monitoring/prometheus/default.nix
+#   services.prometheus.enableReload              nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.retentionTime             nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.globalConfig              nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.scrapeConfigs             nixos/modules/services/monitoring/prometheus/default.nix
-#   services.prometheus.rules                     nixos/modules/services/monitoring/prometheus/default.nix
+#   services.prometheus.ruleFiles                 nixos/modules/services/monitoring/prometheus/default.nix
 #   services.loki.enable                          nixos/modules/services/monitoring/loki.nix
 #   services.loki.dataDir                         nixos/modules/services/monitoring/loki.nix
 #   services.loki.configuration (*)               nixos/modules/services/monitoring/loki.nix
@@ -49,6 +50,14 @@
 #   services.grafana.provision.enable             nixos/modules/services/monitoring/grafana.nix
 #   services.grafana.provision.datasources.settings  nixos/modules/services/monitoring/grafana.nix
 #   services.grafana.provision.dashboards.settings   nixos/modules/services/monitoring/grafana.nix
+# On nixpkgs master (26.11), where the evaluated options have `settings` (./nixpkgs-options.nix
+# picks the names), these replace services.journald.extraConfig and the Prometheus options above
+# but enable, enableReload, listenAddress, port and stateDir (checked against master's modules):
+#   services.journald.settings.Journal (*)        nixos/modules/system/boot/systemd/journald.nix
+#   services.prometheus.settings.global (*)       nixos/modules/services/monitoring/prometheus/default.nix
+#   services.prometheus.settings.scrape_configs   nixos/modules/services/monitoring/prometheus/default.nix
+#   services.prometheus.settings.rule_files       nixos/modules/services/monitoring/prometheus/default.nix
+#   services.prometheus.settings.storage.tsdb.retention.time  nixos/modules/services/monitoring/prometheus/default.nix
 # services.promtail is NOT used (nixos-26.05 removed it), nor services.alloy (the host's own
 # pipeline may live there): the log shipper runs in a unit of its own, `unitNames.<shipper>`.
 {
@@ -58,6 +67,7 @@
 }:
 let
   inherit (import ../lib.nix) concatMerge genAttrs;
+  nixpkgsOptions = import ./nixpkgs-options.nix;
 
   # The shipper runs in a unit of the stack's own (nixpkgs 26.05 has no Promtail module, and
   # services.alloy belongs to the host, which may run its own pipeline there); every other unit
@@ -94,9 +104,12 @@ in
       # The host's effective settings (read back from `config` by the module) where the host's own
       # definitions win over the stack's defaults; absent on a fresh host, where ours apply.
       host ? { },
+      # Which option tree nixpkgs declares (./nixpkgs-options.nix `shapeOf options`): nixos-26.05's
+      # unless the module says otherwise.
+      nixpkgsShape ? nixpkgsOptions.nixos2605,
     }:
     let
-      inherit (lib) mkDefault;
+      inherit (lib) mkDefault mkIf;
 
       # What every concern file is given: the stack, the arguments above, and what the concerns
       # share. Each file names the parts it reads; the shared parts are evaluated on first use.
@@ -107,6 +120,7 @@ in
           toYAML
           unitNames
           mkDefault
+          mkIf
           warpwatch
           promtail
           alloy
@@ -116,6 +130,8 @@ in
           extraEnvironment
           dashboardsPath
           host
+          nixpkgsShape
+          nixpkgsOptions
           ;
         defaults = builtins.mapAttrs (_: mkDefault);
 

@@ -41,6 +41,7 @@ rec {
   };
 
   hostPrometheus = {
+    enabledByHost = false;
     listenAddress = loopback;
     port = services.prometheus.port;
     evaluationInterval = seconds stack.prometheus.evaluationIntervalSeconds;

@@ -5,31 +5,34 @@
   stack,
   mkDefault,
   host,
+  nixpkgsShape,
+  nixpkgsOptions,
   ...
 }:
 let
   serviceCount = builtins.length stack.activeServiceNames;
-  journalLimits = ''
-    SystemMaxFileSize=${toString stack.logging.maxSizeMiB}M
-    SystemMaxFiles=${toString (stack.logging.maxFiles * serviceCount)}
-    SystemMaxUse=${toString (stack.logging.maxSizeMiB * stack.logging.maxFiles * serviceCount)}M
-  '';
-  hostJournal = host.journaldExtraConfig or journalLimits;
+  journalLimits = {
+    SystemMaxFileSize = "${toString stack.logging.maxSizeMiB}M";
+    SystemMaxFiles = toString (stack.logging.maxFiles * serviceCount);
+    SystemMaxUse = "${toString (stack.logging.maxSizeMiB * stack.logging.maxFiles * serviceCount)}M";
+  };
+  # The host's effective [Journal] settings: ours unless the host defines its own.
+  hostJournal = host.journal or journalLimits;
+  option = nixpkgsOptions.journaldOption nixpkgsShape;
 in
 {
-  services.journald.extraConfig = mkDefault journalLimits;
+  services.journald = nixpkgsOptions.journaldValues nixpkgsShape mkDefault journalLimits;
+  # Only 26.05's extraConfig can lose the cap: a host's lines replace ours as a whole, whereas
+  # master's settings.Journal keeps each of our keys the host does not set.
   warnings =
-    if
-      hostJournal == journalLimits
-      || builtins.any (line: builtins.match "SystemMaxUse=.*" line != null) (
-        builtins.filter builtins.isString (builtins.split "\n" hostJournal)
-      )
-    then
+    if hostJournal ? SystemMaxUse then
       [ ]
     else
       [
-        "services.journald.extraConfig is set on this host without SystemMaxUse=, so it replaces the stack's journal limits (${
-          builtins.replaceStrings [ "\n" ] [ " " ] journalLimits
-        }): the journal may grow to journald's default (10% of the file system, at most 4G). Add the limits you want to services.journald.extraConfig."
+        "${option} is set on this host without SystemMaxUse=, so it replaces the stack's journal limits (${
+          builtins.concatStringsSep " " (
+            map (key: "${key}=${journalLimits.${key}}") (builtins.attrNames journalLimits)
+          )
+        }): the journal may grow to journald's default (10% of the file system, at most 4G). Add the limits you want to ${option}."
       ];
 }

@@ -1,16 +1,21 @@
 # Prometheus through nixpkgs' module: the stack's scrape jobs and rules added to whatever the host
 # already scrapes. What the stack needs is on; the rest are defaults a host's Prometheus keeps its
-# own values for (its TSDB in stateDir above all).
+# own values for (its TSDB in stateDir above all). A Prometheus the host enables itself keeps
+# nixpkgs' stateDir and listenAddress too: a default of ours would beat nixpkgs' option defaults
+# (priority 1000 against 1500) and move it onto an empty TSDB and off the address its clients use.
 {
   stack,
   configs,
   mkDefault,
+  mkIf,
   defaults,
   moduleSandbox,
   stateDirectoryOf,
   hostPort,
   endpoints,
   hostPrometheus,
+  nixpkgsShape,
+  nixpkgsOptions,
   ...
 }:
 let
@@ -19,7 +24,7 @@ let
 
   promConfig = configs.prometheus {
     target = "host";
-    # Wired through services.prometheus.rules (checked by promtool at build time).
+    # Wired through the module's rule files below (checked by promtool at build time).
     ruleFiles = [ ];
   };
   # A host's Prometheus has jobs of its own ("prometheus" above all): ours get names of their
@@ -47,17 +52,24 @@ in
 {
   services.prometheus = {
     enable = true;
+    port = mkDefault services.prometheus.port;
+    # A changed scrape target or rule is applied by SIGHUP (nixpkgs' ExecReload and its
+    # prometheus-config-reload unit) instead of a restart: no WAL replay, no gap in every series.
+    enableReload = mkDefault true;
+  }
+  # Under the names this nixpkgs declares (26.05's, or master's `settings`): no rename warning.
+  // nixpkgsOptions.prometheusValues nixpkgsShape {
     inherit scrapeConfigs;
-    rules = [ configs.rules ];
-    globalConfig = defaults {
+    # A file either way: nixpkgs runs promtool over it at build time.
+    ruleFiles = [ (builtins.toFile "${stack.project}-rules.yml" configs.rules) ];
+    global = defaults {
       inherit (promConfig.global) scrape_interval evaluation_interval;
     };
+    retention = mkDefault stack.prometheus.retention;
   }
-  // defaults {
+  // builtins.mapAttrs (_: value: mkIf (!hostPrometheus.enabledByHost) (mkDefault value)) {
     listenAddress = loopback;
-    port = services.prometheus.port;
     stateDir = stateDirectoryOf "prometheus";
-    retentionTime = stack.prometheus.retention;
   };
   systemd.services.prometheus.serviceConfig = moduleSandbox // {
     MemoryMax = mkDefault "${toString services.prometheus.memoryMiB}M";
@@ -67,7 +79,7 @@ in
     (
       if hostPrometheus.listenAddress != loopback && hostPrometheus.listenAddress != "::1" then
         [
-          "services.prometheus.listenAddress = ${builtins.toJSON hostPrometheus.listenAddress} (this host's setting, which wins over the stack's ${loopback}): the stack's metrics and Prometheus' API are reachable from other machines unless the firewall blocks port ${toString hostPrometheus.port}."
+          "services.prometheus.listenAddress = ${builtins.toJSON hostPrometheus.listenAddress} (this host's own Prometheus keeps its address, and its services.prometheus.stateDir; the stack binds ${loopback} only where it alone enables Prometheus): the stack's metrics and Prometheus' API are reachable from other machines unless the firewall blocks port ${toString hostPrometheus.port}."
         ]
       else
         [ ]
@@ -75,7 +87,9 @@ in
     ++ (
       if hostPrometheus.evaluationInterval != promConfig.global.evaluation_interval then
         [
-          "services.prometheus.globalConfig.evaluation_interval = ${builtins.toJSON hostPrometheus.evaluationInterval} (this host's setting) also evaluates the stack's rules, declared for ${promConfig.global.evaluation_interval}: its alerts fire correspondingly later."
+          "services.prometheus.${
+            builtins.concatStringsSep "." (nixpkgsOptions.prometheusPaths nixpkgsShape).global
+          }.evaluation_interval = ${builtins.toJSON hostPrometheus.evaluationInterval} (this host's setting) also evaluates the stack's rules, declared for ${promConfig.global.evaluation_interval}: its alerts fire correspondingly later."
         ]
       else
         [ ]

@@ -25,6 +25,7 @@ let
     configs.promtail {
       target = "host";
       stateDir = shipperStateDir;
+      inherit unitNames;
     }
   );
   shipperConfigPath = "${shipperUnitName}/promtail.yaml";

@@ -202,13 +202,23 @@ let
   };
 
   grafana = configs.grafana { target = "compose"; };
+  startIntervalFile = "docker-compose.start-interval.yml";
 in
 {
-  inherit file;
+  inherit file startIntervalFile;
   project = {
     "docker-compose.yml" =
       "# Generated from nix/stack/declaration.nix (scripts/render-compose); edit the declaration.\n"
       + toYAML file;
+    # Added by nix run .#stack on Docker Engine 25+ (API 1.44) only: docker-compose v1 and older
+    # engines refuse the key, and the CI engine is 20.10.
+    ${startIntervalFile} =
+      "# Generated from nix/stack/declaration.nix; used only with Docker Engine 25 or newer.\n"
+      + toYAML {
+        services = genAttrs stack.activeServiceNames (_: {
+          healthcheck.start_interval = seconds healthcheck.startIntervalSeconds;
+        });
+      };
     "prometheus/prometheus.yml" = toYAML (configs.prometheus { target = "compose"; });
     "prometheus/rules.yml" = configs.rules;
     "loki/loki.yml" = toYAML (configs.loki { target = "compose"; });

@@ -6,7 +6,7 @@ stack:
   target,
   # Paths of rule files; relative paths resolve against the directory of prometheus.yml.
   # The default is where the compose project mounts `configs.rules`, or `rules.yml` next to the
-  # config on a host. Pass [ ] when rules are wired some other way (services.prometheus.rules).
+  # config on a host. Pass [ ] when rules are wired some other way (the NixOS module's rule files).
   ruleFiles ? null,
 }:
 let

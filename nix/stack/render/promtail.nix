@@ -10,6 +10,9 @@ stack:
   journalPaths ? [ "/var/log/journal" ],
   # Writable directory for positions.yaml (the shipper's state directory).
   stateDir ? stack.services.${stack.logShipper}.dataDir,
+  # Host: the unit each service runs in, where it is not the service's name (the NixOS mapping's
+  # shipper unit, warpwatch-promtail): its lines get the compose service name all the same.
+  unitNames ? { },
 }:
 let
   inherit (import ../lib.nix) addressOf listenAddress loopback;
@@ -131,7 +134,23 @@ let
         regex = "(.+)\\.service";
         target_label = "service";
       }
-    ];
+    ]
+    # A unit named otherwise is labelled with its service's name, as in compose, so one query
+    # finds the shipper's own lines on both targets.
+    ++ builtins.concatMap (
+      name:
+      if unitNames.${name} == name then
+        [ ]
+      else
+        [
+          {
+            source_labels = [ "__journal__systemd_unit" ];
+            regex = builtins.replaceStrings [ "." ] [ "\\." ] "${unitNames.${name}}.service";
+            target_label = "service";
+            replacement = name;
+          }
+        ]
+    ) (builtins.attrNames unitNames);
     pipeline_stages = levelStages;
   };
 in
