@@ -63,9 +63,7 @@ let
       prometheus = {
         # A Prometheus the host runs itself keeps nixpkgs' stateDir and listenAddress even where
         # the host never set them: its TSDB and its clients are there.
-        enabledByHost =
-          nixpkgsOptions.definedElsewhere (toString ./module.nix)
-            options.services.prometheus.enable;
+        enabledByHost = nixpkgsOptions.definedElsewhere (toString ./module.nix) options.services.prometheus.enable;
         inherit (config.services.prometheus) listenAddress port;
         evaluationInterval = hostPrometheusGlobal.evaluation_interval;
       };

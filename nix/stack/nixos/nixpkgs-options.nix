@@ -89,7 +89,9 @@ rec {
     );
 
   # The value at a path of prometheusPaths in an evaluated config.services.prometheus.
-  prometheusValue = shape: name: prometheus: getAt (prometheusPaths shape).${name} prometheus;
+  prometheusValue =
+    shape: name: prometheus:
+    getAt (prometheusPaths shape).${name} prometheus;
 
   # The option holding journald's [Journal] settings, as the host's messages name it.
   journaldOption =

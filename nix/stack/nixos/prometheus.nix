@@ -87,9 +87,7 @@ in
     ++ (
       if hostPrometheus.evaluationInterval != promConfig.global.evaluation_interval then
         [
-          "services.prometheus.${
-            builtins.concatStringsSep "." (nixpkgsOptions.prometheusPaths nixpkgsShape).global
-          }.evaluation_interval = ${builtins.toJSON hostPrometheus.evaluationInterval} (this host's setting) also evaluates the stack's rules, declared for ${promConfig.global.evaluation_interval}: its alerts fire correspondingly later."
+          "services.prometheus.${builtins.concatStringsSep "." (nixpkgsOptions.prometheusPaths nixpkgsShape).global}.evaluation_interval = ${builtins.toJSON hostPrometheus.evaluationInterval} (this host's setting) also evaluates the stack's rules, declared for ${promConfig.global.evaluation_interval}: its alerts fire correspondingly later."
         ]
       else
         [ ]
