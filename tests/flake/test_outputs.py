@@ -173,7 +173,7 @@ def module_package_options(module: str, system: str) -> dict:
     """The package options `module` (a Nix expression of nix/module.nix's module function)
     declares on a host of `system`: {option: its default's name, or None} where a default exists."""
     return nix_eval(
-        f"let o = {OUTPUTS}; m = {module} {{ config = {{ }}; lib = {MODULE_LIB}; "
+        f"let o = {OUTPUTS}; m = {module} {{ config = {{ }}; options = {{ }}; lib = {MODULE_LIB}; "
         f'pkgs.stdenv.hostPlatform.system = "{system}"; }}; '
         "opts = m.options.services.warpwatch; in { "
         "package = if opts.package ? default then opts.package.default.name else false; "
