@@ -5,8 +5,8 @@
 //! before the runtime starts (it inherits nothing but the data directory, held open, its lock,
 //! and one end of a socket pair). A writer thread would do the same job, but a second thread
 //! makes glibc pay its cancellation bookkeeping on every system call of the process: about 2 % of
-//! `/healthz` throughput (README, "Benchmark"). The process stays single-threaded on one CPU, and
-//! a slow or stuck disk never stalls a request.
+//! `/healthz` throughput (CONTRIBUTING.md, "Benchmark"). The process stays single-threaded on one
+//! CPU, and a slow or stuck disk never stalls a request.
 //!
 //! Protocol: the service sends a request (1 byte: [`CHECK`] or [`WRITE`], then the count in 8
 //! bytes, little endian); the writer checks that the data directory is still this process's

@@ -1,7 +1,7 @@
 //! warpwatch: a small warp web service instrumented for Prometheus.
 //!
 //! The binary (`src/main.rs`) only calls [`cli::main`]; everything else lives here, so that the
-//! benchmark's bare-warp baseline (`examples/bare.rs`) shares the service's runtime and `/healthz`
+//! benchmark's bare-warp baseline (`bench/bare.rs`) shares the service's runtime and `/healthz`
 //! answer, and an embedding program can run the server itself. (The integration tests start the
 //! real binary.)
 //!
@@ -28,7 +28,7 @@
 //! # Entry points
 //!
 //! - [`HEALTHZ_BODY`] and [`HEALTHZ_CONTENT_TYPE`]: the exact `/healthz` answer, so a bare warp
-//!   server used as a benchmark baseline (e.g. `examples/bare.rs`) can answer byte-for-byte the same.
+//!   server used as a benchmark baseline (e.g. `bench/bare.rs`) can answer byte-for-byte the same.
 //! - [`state::AppState`], [`routes::app`] / [`routes::service`] and [`server::serve`]: build the
 //!   state, the warp filter (or the hyper service around it), and run it on any
 //!   `tokio::net::TcpListener` (port 0 included) with [`connections::Limits`] until a shutdown
