@@ -12,6 +12,7 @@
 let
   inherit (import ./lib.nix)
     activeServiceNames
+    hostServiceNames
     deepMerge
     filterAttrs
     loopback
@@ -31,6 +32,7 @@ let
   # The declaration plus fields every rendering needs, computed once.
   stack = validated // {
     activeServiceNames = activeServiceNames validated.logShipper;
+    hostServiceNames = hostServiceNames validated.logShipper;
     services = builtins.mapAttrs (
       name: service:
       service
@@ -47,6 +49,7 @@ let
 
   configs = {
     prometheus = import ./render/prometheus.nix stack;
+    alertmanager = import ./render/alertmanager.nix stack;
     rules = import ./render/rules.nix { inherit stack toYAML; };
     loki = import ./render/loki.nix stack;
     promtail = import ./render/promtail.nix stack;
@@ -62,8 +65,14 @@ let
 
   compose = import ./render/compose.nix { inherit stack configs toYAML; };
 
-  # The NixOS mapping: option values for nix/module.nix (a function of packages and options).
-  nixos = import ./nixos { inherit stack configs toYAML; };
+  # The NixOS mapping: option values for nix/module.nix (a function of packages and options). It
+  # runs the services it maps (lib.nix `hostServiceNames`).
+  nixos = import ./nixos {
+    stack = stack // {
+      activeServiceNames = stack.hostServiceNames;
+    };
+    inherit configs toYAML;
+  };
 in
 {
   inherit

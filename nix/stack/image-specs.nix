@@ -6,7 +6,7 @@
 # hands these attribute sets to dockerTools, so nothing here is duplicated there.
 {
   # { <service> = { version = "…"; path = "/nix/store/…"; }; } for warpwatch, prometheus, loki,
-  # promtail, alloy and grafana.
+  # promtail, alloy, grafana, alertmanager and node-exporter.
   packages,
   # The user's stack overrides (same shape as ./declaration.nix).
   overrides ? { },
@@ -64,6 +64,8 @@ let
     loki = [ "/bin/loki" ];
     promtail = [ "/bin/promtail" ];
     alloy = [ "/bin/alloy" ];
+    alertmanager = [ "/bin/alertmanager" ];
+    node-exporter = [ "/bin/node_exporter" ];
     grafana = [
       "/bin/grafana"
       "server"

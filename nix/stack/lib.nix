@@ -61,6 +61,10 @@ rec {
 
   seconds = n: "${toString n}s";
 
+  # A Prometheus/Alertmanager duration a reader takes in at a glance: whole minutes as minutes.
+  duration =
+    secs: if secs >= 60 && secs - secs / 60 * 60 == 0 then "${toString (secs / 60)}m" else seconds secs;
+
   mebibytes = n: n * 1024 * 1024;
 
   # The services that run: everything but the log shipper not chosen.
@@ -70,6 +74,35 @@ rec {
     "loki"
     logShipper
     "grafana"
+    "alertmanager"
+    "node-exporter"
+  ];
+
+  # Those the NixOS mapping (./nixos) runs so far: Alertmanager and the node exporter are not
+  # mapped yet, so the host target neither runs, scrapes nor alerts on them.
+  hostServiceNames =
+    logShipper:
+    builtins.filter (
+      name:
+      !(builtins.elem name [
+        "alertmanager"
+        "node-exporter"
+      ])
+    ) (activeServiceNames logShipper);
+
+  # The services running on a target (see `checkTarget`).
+  servicesOn =
+    caller: target: logShipper:
+    if checkTarget caller target == "compose" then
+      activeServiceNames logShipper
+    else
+      hostServiceNames logShipper;
+
+  # Every alert rule carries one of these as its `severity` label: "page" wakes someone up,
+  # "ticket" waits for working hours. The route tree sends each to its receiver.
+  severities = [
+    "page"
+    "ticket"
   ];
 
   # Where a container probes itself, and where every service binds on a NixOS host.

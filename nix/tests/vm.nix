@@ -10,7 +10,7 @@ let
   inherit (api) stack;
   inherit (stack) services healthcheck;
   unitOf = name: "${api.nixos.unitNames.${name}}.service";
-  units = map unitOf stack.activeServiceNames;
+  units = map unitOf stack.hostServiceNames;
   adminPassword = "vm-test-admin-password";
   url = name: "http://127.0.0.1:${toString services.${name}.port}";
   # systemctl shows MemoryMax in bytes.
@@ -19,7 +19,7 @@ let
       map (name: {
         name = unitOf name;
         value = toString services.${name}.memoryBytes;
-      }) stack.activeServiceNames
+      }) stack.hostServiceNames
     )
   );
   pyList = names: "[${builtins.concatStringsSep ", " (map (n: "\"${n}\"") names)}]";
@@ -72,7 +72,7 @@ in
     import json
 
     units = ${pyList units}
-    jobs = ${pyList stack.activeServiceNames}
+    jobs = ${pyList stack.hostServiceNames}
 
     start_all()
 

@@ -58,7 +58,7 @@ def test_stack_promtool_check_passes_with_the_real_promtool(tmp_path):
 
 
 def test_stack_promtool_check_fails_on_a_broken_rule(tmp_path):
-    proc = run_stack_promtool(tmp_path, lambda rules: rules.replace("expr: up == 0", "expr: up ==== 0", 1))
+    proc = run_stack_promtool(tmp_path, lambda rules: rules.replace('expr: "up == 0"', 'expr: "up ==== 0"', 1))
     assert "up ==== 0" in (tmp_path / "in" / "rules.yml").read_text(), "the mutation must apply"
     assert proc.returncode != 0
     assert not (tmp_path / "out").exists()

@@ -25,9 +25,11 @@ def test_output_attributes_per_system():
         "compose",
         "default",
         "image",
+        "image-alertmanager",
         "image-alloy",
         "image-grafana",
         "image-loki",
+        "image-node-exporter",
         "image-prometheus",
         "image-promtail",
         "promtail",
@@ -82,7 +84,9 @@ def test_package_and_default_are_the_rust_package():
     assert sorted(pkg["meta"]["platforms"]) == sorted(LINUX + DARWIN)
 
 
-@pytest.mark.parametrize("service", ["warpwatch", "prometheus", "loki", "promtail", "alloy", "grafana"])
+@pytest.mark.parametrize(
+    "service", ["warpwatch", "prometheus", "loki", "promtail", "alloy", "grafana", "alertmanager", "node-exporter"]
+)
 def test_images_get_the_specs(service):
     attr = "image" if service == "warpwatch" else f"image-{service}"
     image = out(
@@ -96,8 +100,9 @@ def test_images_get_the_specs(service):
         'old = (import ./tests/flake/fake-nixpkgs.nix "25.11").legacyPackages.x86_64-linux; in '
         "(import ./nix/stack/image-specs.nix { packages = builtins.mapAttrs (_: p: { inherit (p) version; "
         'path = "${p}"; }) { warpwatch = o.packages.x86_64-linux.warpwatch; inherit (pkgs) prometheus grafana; '
-        "loki = pkgs.grafana-loki; alloy = pkgs.grafana-alloy; inherit (old) promtail; }; })"
-        f".images.{service}"
+        "loki = pkgs.grafana-loki; alloy = pkgs.grafana-alloy; inherit (old) promtail; "
+        'alertmanager = pkgs.prometheus-alertmanager; "node-exporter" = pkgs.prometheus-node-exporter; }; })'
+        f'.images."{service}"'
     )
     for key in ("name", "tag", "config", "created", "mtime", "fakeRootCommands"):
         assert image[key] == specs[key], key
@@ -108,7 +113,7 @@ def test_promtail_comes_from_the_second_input_and_nothing_else_does():
     contents = out("o.packages.x86_64-linux.image-promtail.imageArgs.contents")
     assert f"{STORE}promtail-3.6.11-from-25.11" in contents
     assert out("o.packages.x86_64-linux.promtail.name") == "promtail-3.6.11-from-25.11"
-    for attr in ("image-prometheus", "image-loki", "image-alloy", "image-grafana"):
+    for attr in ("image-prometheus", "image-loki", "image-alloy", "image-grafana", "image-alertmanager", "image-node-exporter"):
         for path in out(f"o.packages.x86_64-linux.{attr}.imageArgs.contents"):
             assert "from-25.11" not in path, (attr, path)
 

@@ -14,7 +14,7 @@ SHIPPERS = ["promtail", "alloy"]
 
 
 def active(shipper: str) -> list[str]:
-    return [shipper if name == "promtail" else name for name in spec.SERVICES]
+    return [shipper if name == "promtail" else name for name in spec.HOST_SERVICES]
 
 
 def unit_of(name: str, shipper: str) -> str:

@@ -1,5 +1,6 @@
-# prometheus.yml as an attribute set: the five scrape jobs of the declaration (the active log
-# shipper's job is named after it), addressed by compose service name or over loopback.
+# prometheus.yml as an attribute set: one scrape job per service running on the target (the
+# active log shipper's job is named after it), addressed by compose service name or over
+# loopback, and the Alertmanager it sends alerts to when one runs there.
 # Valid for Prometheus 2.42 (promtool here) and 3.x (nixos-26.05): only keys both versions know.
 stack:
 {
@@ -10,8 +11,10 @@ stack:
   ruleFiles ? null,
 }:
 let
-  inherit (import ../lib.nix) addressOf seconds;
+  inherit (import ../lib.nix) addressOf seconds servicesOn;
   address = addressOf "configs.prometheus" target;
+  running = servicesOn "configs.prometheus" target stack.logShipper;
+  targetOf = name: "${address name}:${toString stack.services.${name}.port}";
 in
 {
   global = {
@@ -35,9 +38,34 @@ in
       metrics_path = service.metricsPath;
       static_configs = [
         {
-          targets = [ "${address name}:${toString service.port}" ];
+          targets = [ (targetOf name) ];
+        }
+      ];
+      # Every series carries `service`, the name the alert routes group and inhibit by, on
+      # every target: a relabelling, so it survives a mapping that renames the job or replaces
+      # the static configs (the NixOS one does both).
+      relabel_configs = [
+        {
+          target_label = "service";
+          replacement = name;
         }
       ];
     }
-  ) stack.activeServiceNames;
+  ) running;
 }
+// (
+  if builtins.elem "alertmanager" running then
+    {
+      alerting.alertmanagers = [
+        {
+          static_configs = [
+            {
+              targets = [ (targetOf "alertmanager") ];
+            }
+          ];
+        }
+      ];
+    }
+  else
+    { }
+)
