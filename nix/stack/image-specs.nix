@@ -200,6 +200,13 @@ in
     toTag
     upTimeoutSeconds
     ;
+  # Printed once by `nix run .#stack -- up` when alerts would reach no one; empty otherwise.
+  alertsNotice =
+    if api.configs.alertmanager.noReceiver then
+      "No alert receiver is declared: alerts fire in Prometheus and reach Alertmanager, which sends them nowhere (its receiver is named ${api.configs.alertmanager.nullReceiver}). Declare one under alerts.receivers (README, \"Alerts\")."
+    else
+      "";
+
   # One line per published service, printed by `nix run .#stack -- up`.
   urls = concatStringsSep "\n" (
     map (name: "${name}: http://${host}:${toString stack.services.${name}.port}/") published

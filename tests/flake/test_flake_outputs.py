@@ -154,6 +154,8 @@ def test_stack_app_environment():
     assert any(str(i).endswith("-docker-client-1-from-26.05") for i in app["runtimeInputs"]), app["runtimeInputs"]
     assert int(env["WARPWATCH_STACK_UP_TIMEOUT"]) >= spec.HEALTHCHECK_INTERVAL_S * (spec.HEALTHCHECK_RETRIES + 1)
     assert app["text"] == STACK_APP.read_text()
+    # Issue 17: the flake's default declaration has no receiver, and the app is told to say so.
+    assert env["WARPWATCH_STACK_ALERTS_NOTICE"].startswith("No alert receiver is declared")
     assert out("o.apps.x86_64-linux.stack.program") == f"{STORE}warpwatch-stack/bin/warpwatch-stack"
 
 

@@ -335,3 +335,22 @@ def test_rootless_docker_without_a_subuid_range_is_a_clear_error(env, tmp_path):
     proc = env.run("up", extra_env={"FAKE_ROOTLESS": "1", "WARPWATCH_STACK_SUBUID_FILE": str(subuid)})
     assert proc.returncode == 1
     assert "/etc/subuid has no range for" in proc.stderr
+
+
+def test_up_says_once_that_no_alert_receiver_is_declared(env):
+    # Issue 17: with no receiver, the stack runs and says so plainly, once per `up`.
+    env.install_fake_docker()
+    notice = eval_specs("specs.alertsNotice")
+    assert "No alert receiver is declared" in notice and "alerts.receivers" in notice
+    proc = env.run("up", extra_env={"WARPWATCH_STACK_ALERTS_NOTICE": notice})
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout + proc.stderr).count("No alert receiver is declared") == 1, proc.stdout
+
+
+def test_up_is_quiet_about_alerts_once_a_receiver_is_declared(env):
+    env.install_fake_docker()
+    notice = eval_specs("specs.alertsNotice", '{ alerts.receivers.oncall.webhook.urlFile = "/run/keys/oncall-url"; }')
+    assert notice == ""
+    proc = env.run("up", extra_env={"WARPWATCH_STACK_ALERTS_NOTICE": notice})
+    assert proc.returncode == 0, proc.stderr
+    assert "receiver" not in proc.stdout + proc.stderr
