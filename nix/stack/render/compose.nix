@@ -121,8 +121,9 @@ let
       volumes = [
         "/proc:/host/proc:ro"
         "/sys:/host/sys:ro"
-        # rslave: file systems the host mounts later show up too.
-        "/:/host/root:ro,rslave"
+        # Not rslave (file systems mounted later would show up without a restart): Docker refuses
+        # it where the host's / is a private mount, as in containers and some CI machines.
+        "/:/host/root:ro"
       ];
     };
     grafana = service: {
