@@ -56,6 +56,17 @@ let
         inherit (config.services.alloy) enable extraFlags;
       };
       journaldExtraConfig = config.services.journald.extraConfig;
+      alertmanager = {
+        inherit (config.services.prometheus.alertmanager)
+          listenAddress
+          port
+          configuration
+          configText
+          ;
+      };
+      nodeExporter = {
+        inherit (config.services.prometheus.exporters.node) listenAddress port;
+      };
     };
   };
 

@@ -7,8 +7,6 @@ whatever the declaration said.
 
 # The services of the default stack (Promtail as the log shipper), in the declaration's order.
 SERVICES = ("warpwatch", "prometheus", "loki", "promtail", "grafana", "alertmanager", "node-exporter")
-# Issue 17: those the NixOS mapping runs so far (Alertmanager and the node exporter come later).
-HOST_SERVICES = ("warpwatch", "prometheus", "loki", "promtail", "grafana")
 
 # Issue 17: Alertmanager's and the node exporter's from measurements (see the declaration).
 MEMORY_MIB = {

@@ -12,7 +12,6 @@
 let
   inherit (import ./lib.nix)
     activeServiceNames
-    hostServiceNames
     deepMerge
     filterAttrs
     loopback
@@ -32,7 +31,6 @@ let
   # The declaration plus fields every rendering needs, computed once.
   stack = validated // {
     activeServiceNames = activeServiceNames validated.logShipper;
-    hostServiceNames = hostServiceNames validated.logShipper;
     services = builtins.mapAttrs (
       name: service:
       service
@@ -65,14 +63,8 @@ let
 
   compose = import ./render/compose.nix { inherit stack configs toYAML; };
 
-  # The NixOS mapping: option values for nix/module.nix (a function of packages and options). It
-  # runs the services it maps (lib.nix `hostServiceNames`).
-  nixos = import ./nixos {
-    stack = stack // {
-      activeServiceNames = stack.hostServiceNames;
-    };
-    inherit configs toYAML;
-  };
+  # The NixOS mapping: option values for nix/module.nix (a function of packages and options).
+  nixos = import ./nixos { inherit stack configs toYAML; };
 in
 {
   inherit

@@ -78,26 +78,6 @@ rec {
     "node-exporter"
   ];
 
-  # Those the NixOS mapping (./nixos) runs so far: Alertmanager and the node exporter are not
-  # mapped yet, so the host target neither runs, scrapes nor alerts on them.
-  hostServiceNames =
-    logShipper:
-    builtins.filter (
-      name:
-      !(builtins.elem name [
-        "alertmanager"
-        "node-exporter"
-      ])
-    ) (activeServiceNames logShipper);
-
-  # The services running on a target (see `checkTarget`).
-  servicesOn =
-    caller: target: logShipper:
-    if checkTarget caller target == "compose" then
-      activeServiceNames logShipper
-    else
-      hostServiceNames logShipper;
-
   # Every alert rule carries one of these as its `severity` label: "page" wakes someone up,
   # "ticket" waits for working hours. The route tree sends each to its receiver.
   severities = [

@@ -10,7 +10,7 @@ let
   inherit (api) stack;
   inherit (stack) services healthcheck;
   unitOf = name: "${api.nixos.unitNames.${name}}.service";
-  units = map unitOf stack.hostServiceNames;
+  units = map unitOf stack.activeServiceNames;
   adminPassword = "vm-test-admin-password";
   url = name: "http://127.0.0.1:${toString services.${name}.port}";
   # systemctl shows MemoryMax in bytes.
@@ -19,7 +19,7 @@ let
       map (name: {
         name = unitOf name;
         value = toString services.${name}.memoryBytes;
-      }) stack.hostServiceNames
+      }) stack.activeServiceNames
     )
   );
   pyList = names: "[${builtins.concatStringsSep ", " (map (n: "\"${n}\"") names)}]";
@@ -72,7 +72,7 @@ in
     import json
 
     units = ${pyList units}
-    jobs = ${pyList stack.hostServiceNames}
+    jobs = ${pyList stack.activeServiceNames}
 
     start_all()
 

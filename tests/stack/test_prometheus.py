@@ -22,7 +22,6 @@ ALERTS = ROOT / "configs" / "prometheus" / "alerts.yml"
 ALERT_TESTS = ROOT / "configs" / "prometheus" / "alerts.test.yml"
 DASHBOARDS = ROOT / "configs" / "grafana" / "dashboards"
 JOBS = set(spec.SERVICES)
-HOST_JOBS = set(spec.HOST_SERVICES)
 
 
 def run_promtool(*args, cwd=None) -> subprocess.CompletedProcess:
@@ -41,12 +40,13 @@ def test_host_rendering_passes_promtool_and_scrapes_loopback(tmp_path):
     promtool("check", "config", str(config))
     rendered = yaml.safe_load(config.read_text())
     scrape = rendered["scrape_configs"]
-    assert {c["job_name"] for c in scrape} == HOST_JOBS
+    assert {c["job_name"] for c in scrape} == JOBS
     for job in scrape:
         assert job["static_configs"][0]["targets"] == [f"127.0.0.1:{spec.PORTS[job['job_name']]}"]
         assert job["relabel_configs"] == [{"target_label": "service", "replacement": job["job_name"]}]
-    # Issue 17: the NixOS mapping runs no Alertmanager yet: nothing to send alerts to on a host.
-    assert "alerting" not in rendered
+    assert rendered["alerting"] == {
+        "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{spec.PORTS['alertmanager']}"]}]}]
+    }
 
 
 def test_compose_rendering_passes_promtool_and_scrapes_service_names(tmp_path):
@@ -74,7 +74,7 @@ def test_compose_rendering_passes_promtool_and_scrapes_service_names(tmp_path):
 def test_alloy_job_replaces_promtail(tmp_path):
     config = yaml.safe_load(render_yaml("prometheus", "host", '{ logShipper = "alloy"; }'))
     jobs = {c["job_name"]: c for c in config["scrape_configs"]}
-    assert set(jobs) == HOST_JOBS - {"promtail"} | {"alloy"}
+    assert set(jobs) == JOBS - {"promtail"} | {"alloy"}
     assert jobs["alloy"]["static_configs"][0]["targets"] == [f"127.0.0.1:{spec.PORTS['alloy']}"]
 
 

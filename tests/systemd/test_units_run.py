@@ -185,7 +185,7 @@ def test_the_journal_limits_the_mapping_writes_are_in_effect(machine, declared):
     serving(machine)
     assert "systemd/journald.conf" in machine.render(declared), "the mapping sets no services.journald: nothing bounds the journal"
     # The total cap: journald reports the limit it applies when it opens the persistent journal.
-    cap = f"max {float(spec.LOG_FILE_MIB * spec.LOG_FILES * len(spec.HOST_SERVICES)):.1f}M"  # journald's size format
+    cap = f"max {float(spec.LOG_FILE_MIB * spec.LOG_FILES * len(spec.SERVICES)):.1f}M"  # journald's size format
     out = machine.sh("journalctl -b --no-pager -o cat _COMM=systemd-journal").stdout
     assert re.search(rf"System Journal \(/var/log/journal/\S+\) is .*, {re.escape(cap)}", out), out
     # The file size: twice a file's worth of random bytes, as base64 lines (which journald's

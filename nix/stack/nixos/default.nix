@@ -49,6 +49,15 @@
 #   services.grafana.provision.enable             nixos/modules/services/monitoring/grafana.nix
 #   services.grafana.provision.datasources.settings  nixos/modules/services/monitoring/grafana.nix
 #   services.grafana.provision.dashboards.settings   nixos/modules/services/monitoring/grafana.nix
+#   services.prometheus.alertmanagers             nixos/modules/services/monitoring/prometheus/default.nix
+#   services.prometheus.alertmanager.enable       nixos/modules/services/monitoring/prometheus/alertmanager.nix
+#   services.prometheus.alertmanager.configuration  nixos/modules/services/monitoring/prometheus/alertmanager.nix
+#   services.prometheus.alertmanager.extraFlags   nixos/modules/services/monitoring/prometheus/alertmanager.nix
+#   services.prometheus.alertmanager.listenAddress  nixos/modules/services/monitoring/prometheus/alertmanager.nix
+#   services.prometheus.alertmanager.port         nixos/modules/services/monitoring/prometheus/alertmanager.nix
+#   services.prometheus.exporters.node.enable     nixos/modules/services/monitoring/prometheus/exporters.nix
+#   services.prometheus.exporters.node.listenAddress  nixos/modules/services/monitoring/prometheus/exporters.nix
+#   services.prometheus.exporters.node.port       nixos/modules/services/monitoring/prometheus/exporters.nix
 # services.promtail is NOT used (nixos-26.05 removed it), nor services.alloy (the host's own
 # pipeline may live there): the log shipper runs in a unit of its own, `unitNames.<shipper>`.
 {
@@ -63,7 +72,13 @@ let
   # services.alloy belongs to the host, which may run its own pipeline there); every other unit
   # is the one its nixpkgs module (or this mapping, for warpwatch) defines.
   unitNames = genAttrs stack.activeServiceNames (
-    name: if name == stack.logShipper then "${stack.project}-${name}" else name
+    name:
+    if name == stack.logShipper then
+      "${stack.project}-${name}"
+    else if name == "node-exporter" then
+      "prometheus-node-exporter"
+    else
+      name
   );
 in
 {
@@ -153,6 +168,7 @@ in
           ourGrafanaSecret
           hostPrometheus
           hostGrafana
+          hostAlertmanager
           endpoints
           urlOf
           ;
@@ -184,6 +200,8 @@ in
               ./loki.nix
               ./grafana.nix
               ./shipper.nix
+              ./alertmanager.nix
+              ./node-exporter.nix
             ]
             ++ map context.healthcheck (
               builtins.filter (name: name != "warpwatch") stack.activeServiceNames

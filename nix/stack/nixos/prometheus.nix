@@ -49,6 +49,17 @@ in
     enable = true;
     inherit scrapeConfigs;
     rules = [ configs.rules ];
+    # Issue 17: where the stack's alerts go, the host's own Alertmanager if it runs one (added to
+    # the host's list). The one Alertmanager attribute of this file.
+    alertmanagers = [
+      {
+        static_configs = [
+          {
+            targets = [ (hostPort endpoints.alertmanager.address endpoints.alertmanager.port) ];
+          }
+        ];
+      }
+    ];
     globalConfig = defaults {
       inherit (promConfig.global) scrape_interval evaluation_interval;
     };

@@ -1,6 +1,6 @@
-# prometheus.yml as an attribute set: one scrape job per service running on the target (the
-# active log shipper's job is named after it), addressed by compose service name or over
-# loopback, and the Alertmanager it sends alerts to when one runs there.
+# prometheus.yml as an attribute set: one scrape job per running service (the active log
+# shipper's job is named after it), addressed by compose service name or over loopback, and the
+# Alertmanager it sends alerts to.
 # Valid for Prometheus 2.42 (promtool here) and 3.x (nixos-26.05): only keys both versions know.
 stack:
 {
@@ -11,9 +11,8 @@ stack:
   ruleFiles ? null,
 }:
 let
-  inherit (import ../lib.nix) addressOf seconds servicesOn;
+  inherit (import ../lib.nix) addressOf seconds;
   address = addressOf "configs.prometheus" target;
-  running = servicesOn "configs.prometheus" target stack.logShipper;
   targetOf = name: "${address name}:${toString stack.services.${name}.port}";
 in
 {
@@ -51,21 +50,14 @@ in
         }
       ];
     }
-  ) running;
-}
-// (
-  if builtins.elem "alertmanager" running then
+  ) stack.activeServiceNames;
+  alerting.alertmanagers = [
     {
-      alerting.alertmanagers = [
+      static_configs = [
         {
-          static_configs = [
-            {
-              targets = [ (targetOf "alertmanager") ];
-            }
-          ];
+          targets = [ (targetOf "alertmanager") ];
         }
       ];
     }
-  else
-    { }
-)
+  ];
+}
