@@ -137,3 +137,25 @@ def test_a_host_node_exporter_is_scraped_where_it_listens():
     config = merged(mapping(host={"nodeExporter": {"listenAddress": "0.0.0.0", "port": 9200}}))
     jobs = {j["static_configs"][0]["labels"]["job"]: j for j in config["services"]["prometheus"]["scrapeConfigs"]}
     assert jobs["node-exporter"]["static_configs"][0]["targets"] == [f"{spec.LOOPBACK}:9200"]
+
+
+def test_receiver_secret_options_are_strings_so_a_path_is_refused_not_copied():
+    # The options' types, read from module.nix with a stand-in lib that names types (the harness
+    # of the maintainers checks the module with nixpkgs' real lib): a secret file is `nullOr str`,
+    # so a path literal is a type error rather than a copy into the store; a route's severity is
+    # one of the declaration's.
+    expr = (
+        "let types = { attrsOf = t: { attrsOf = t; }; anything = \"anything\"; attrs = \"attrs\"; str = \"str\"; "
+        "bool = \"bool\"; port = \"port\"; package = \"package\"; nullOr = t: { nullOr = t; }; listOf = t: { listOf = t; }; "
+        "enum = values: { enum = values; }; submodule = m: m.options; }; "
+        "m = import ./nix/module.nix { config.services.warpwatch.monitoring.overrides = { }; pkgs = { }; "
+        "lib = { mkOption = o: o; inherit types; mkEnableOption = d: d; literalExpression = t: t; literalMD = t: t; }; }; "
+        "a = m.options.services.warpwatch.monitoring.alerts; receiver = a.receivers.type.attrsOf; "
+        "in { webhook = receiver.webhook.type.nullOr.urlFile.type; email = receiver.email.type.nullOr.authPasswordFile.type; "
+        "severity = a.routes.type.listOf.severity.type; }"
+    )
+    assert nix_eval(expr) == {
+        "webhook": {"nullOr": "str"},
+        "email": {"nullOr": "str"},
+        "severity": {"nullOr": {"enum": list(spec.SEVERITIES)}},
+    }
