@@ -146,6 +146,7 @@
             docker-compose
             nixfmt
             prometheus
+            prometheus-alertmanager
             rustfmt
             testers
             writeText
@@ -166,6 +167,9 @@
             rustfmt
             prometheus
             prometheus.cli
+            # amtool, and Alertmanager and the node exporter for the tests of issue 17
+            prometheus-alertmanager
+            prometheus-node-exporter
             docker-compose
             docker-client
             yamllint

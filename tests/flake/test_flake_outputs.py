@@ -51,6 +51,7 @@ def test_checks():
         "nixfmt",
         "package",
         "rustfmt",
+        "stack-amtool",
         "stack-compose",
         "stack-promtool",
         "vm-alloy",
@@ -205,8 +206,9 @@ def test_dev_shell_has_the_test_tools():
         "{ packages = map (p: p.name) s.packages; python = (builtins.elemAt s.packages "
         "(builtins.length s.packages - 1)).modules; }"
     )
-    names = {n.split("-1-from")[0].split("-3.14.0")[0] for n in shell["packages"]}
+    names = {n.split("-1-from")[0].split("-3.14.0")[0].split("-0.28.1")[0].split("-1.9.1")[0] for n in shell["packages"]}
     for tool in ("cargo", "rustc", "clippy", "rustfmt", "prometheus", "prometheus-cli", "docker-compose", "docker-client",
-                 "yamllint", "shellcheck", "acl", "systemd", "jq", "nix", "nixfmt", "wrk", "util-linux"):
+                 "yamllint", "shellcheck", "acl", "systemd", "jq", "nix", "nixfmt", "wrk", "util-linux",
+                 "alertmanager", "node_exporter"):
         assert tool in names, tool
     assert shell["python"] == ["pytest", "pyyaml"]
