@@ -13,7 +13,6 @@ evaluation intervals and Alertmanager's group timers. Tests run in file order.""
 import json
 import re
 import time
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from conftest import http_get, wait_for
 from dockerd import busybox_image
 from live_helpers import running_stack, volume_dir
 from test_live_compose import panel_queries
+from webhook import CGI_PATH, Notifications, cgi
 
 FOR_S = 15
 INTERVAL_S = 5
@@ -35,54 +35,17 @@ DELIVERY_BOUND_S = FOR_S + INTERVAL_S + GROUP_WAIT_S + 15
 
 OVERRIDES = (
     f"prometheus.scrapeIntervalSeconds = {INTERVAL_S}; prometheus.evaluationIntervalSeconds = {INTERVAL_S}; "
-    f'alerts.receivers.test.webhook.url = "http://hook:{HOOK_PORT}/cgi-bin/hook"; '
+    f'alerts.receivers.test.webhook.url = "http://hook:{HOOK_PORT}{CGI_PATH}"; '
     f"alerts.targetDownForSeconds = {FOR_S}; alerts.groupWaitSeconds = {GROUP_WAIT_S}; "
     f"alerts.groupIntervalSeconds = {GROUP_INTERVAL_S};"
 )
 
-HOOK_CGI = """#!/bin/sh
-# Alertmanager's webhook as a busybox httpd CGI: each notification body becomes a file in /data.
-if [ -e /data/refuse ]; then
-  head -c "${CONTENT_LENGTH:-0}" >/dev/null
-  printf 'Status: 503 Service Unavailable\\r\\nContent-Type: text/plain\\r\\n\\r\\nrefusing\\n'
-  exit 0
-fi
-t=$(mktemp /data/.in.XXXXXX)
-head -c "${CONTENT_LENGTH:-0}" >"$t"
-chmod 0644 "$t"
-mv "$t" "/data/hook.${t##*.}.json"
-printf 'Status: 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nstored\\n'
-"""
-
-
-class Hook:
-    """The receiver's notifications, each with the time this test first saw it."""
+class Hook(Notifications):
+    """The receiver's data directory, shared with its container."""
 
     def __init__(self, data: Path):
         self.data = data
-        self.seen: dict[str, tuple[float, dict]] = {}
-
-    def poll(self) -> list[tuple[float, dict]]:
-        for path in sorted(self.data.glob("hook.*.json")):
-            if path.name not in self.seen:
-                self.seen[path.name] = (time.monotonic(), json.loads(path.read_text()))
-        return sorted(self.seen.values(), key=lambda entry: entry[0])
-
-    def wait(self, what: str, status: str, service: str, after: float, deadline: float) -> tuple[float, dict]:
-        """The first notification after `after` (monotonic) carrying TargetDown for `service`
-        with `status`; a test failure after `deadline` seconds."""
-
-        def found():
-            for seen, body in self.poll():
-                if seen < after:
-                    continue
-                for alert in body["alerts"]:
-                    labels = alert["labels"]
-                    if (labels.get("alertname"), labels.get("service"), alert["status"]) == ("TargetDown", service, status):
-                        return seen, body
-            return None
-
-        return wait_for(what, found, deadline=deadline, interval=0.2)
+        super().__init__(Notifications.in_directory(data).read)
 
     def refuse(self, on: bool):
         flag = self.data / "refuse"
@@ -98,7 +61,7 @@ def alert_stack(dockerd, warpwatch_bin, tmp_path_factory):
     with running_stack(dockerd, warpwatch_bin, tmp, OVERRIDES) as stack:
         www = tmp / "www" / "cgi-bin"
         www.mkdir(parents=True)
-        (www / "hook").write_text(HOOK_CGI)
+        (www / "hook").write_text(cgi("/data"))
         (www / "hook").chmod(0o755)
         data = tmp / "hook-data"
         data.mkdir()
@@ -152,11 +115,11 @@ def test_target_down_reaches_the_webhook_in_time_then_resolves(alert_stack):
     stopping = time.monotonic()
     stack.compose("stop", "warpwatch")
     stopped = time.monotonic()
-    seen, body = hook.wait("the firing TargetDown for warpwatch", "firing", "warpwatch", stopping, DELIVERY_BOUND_S + 30)
+    seen, body = hook.wait("the firing TargetDown for warpwatch", "TargetDown", "firing", stopping, DELIVERY_BOUND_S + 30, service="warpwatch")
     latency = seen - stopped
     started = time.monotonic()
     stack.compose("start", "warpwatch")
-    resolved_seen, resolved = hook.wait("the resolved TargetDown for warpwatch", "resolved", "warpwatch", started, 90)
+    resolved_seen, resolved = hook.wait("the resolved TargetDown for warpwatch", "TargetDown", "resolved", started, 90, service="warpwatch")
     print(
         f"\nalert delivery: firing TargetDown {latency:.1f}s after the stop ({stopped - stopping:.1f}s to stop; bound {DELIVERY_BOUND_S}s: "
         f"for {FOR_S}s + evaluation {INTERVAL_S}s + group_wait {GROUP_WAIT_S}s + 15s; scrape interval {INTERVAL_S}s); "
@@ -193,12 +156,12 @@ def test_a_refusing_receiver_is_logged_counted_retried_and_loses_nothing(alert_s
         refused_until = time.monotonic()
         hook.refuse(False)
     # Once it answers, the firing notification arrives: retried, not dropped.
-    seen, body = hook.wait("the firing TargetDown once the receiver answers", "firing", "warpwatch", refused_until, 60)
+    seen, body = hook.wait("the firing TargetDown once the receiver answers", "TargetDown", "firing", refused_until, 60, service="warpwatch")
     print(f"\nrefusing receiver: delivered {seen - refused_until:.1f}s after it answered again")
     assert body["status"] == "firing"
     started = time.monotonic()
     stack.compose("start", "warpwatch")
-    hook.wait("the resolved TargetDown after the refusal", "resolved", "warpwatch", started, 90)
+    hook.wait("the resolved TargetDown after the refusal", "TargetDown", "resolved", started, 90, service="warpwatch")
     state = stack.inspect("alertmanager")
     assert state["State"]["Running"] and state["RestartCount"] == restarts_before, state["State"]
     assert stopped < refused_until

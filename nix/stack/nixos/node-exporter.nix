@@ -7,6 +7,7 @@
   stack,
   mkDefault,
   defaults,
+  daemonSandbox,
   moduleSandbox,
   ...
 }:
@@ -24,5 +25,8 @@ in
   };
   systemd.services.prometheus-node-exporter.serviceConfig = moduleSandbox // {
     MemoryMax = mkDefault "${toString exporter.memoryMiB}M";
+    # The timex collector (HostClockSkew) reads the clock's state with adjtimex, which
+    # ~@privileged denies; reading needs no capability, and CAP_SYS_TIME stays dropped.
+    SystemCallFilter = mkDefault (daemonSandbox.SystemCallFilter ++ [ "adjtimex" ]);
   };
 }
