@@ -213,6 +213,10 @@ def test_node_exporter_reads_the_host_through_its_path_flags(alert_stack):
     cpus = stack.query('count(node_cpu_seconds_total{job="node-exporter", mode="idle"})')
     assert int(float(cpus[0]["value"][1])) == len([c for c in Path("/sys/devices/system/cpu").glob("cpu[0-9]*")])
     assert procs
+    # The collectors behind the host alerts work unprivileged (timex: HostClockSkew).
+    for collector in ("cpu", "meminfo", "filesystem", "loadavg", "timex", "diskstats"):
+        (result,) = stack.query(f'node_scrape_collector_success{{job="node-exporter", collector="{collector}"}}')
+        assert result["value"][1] == "1", collector
     # Measured, not assumed: in its own network namespace the network collector counts the
     # container's interfaces, not the host's (see the declaration's node-exporter entry).
     devices = {r["metric"]["device"] for r in stack.query('node_network_receive_bytes_total{job="node-exporter"}')}
