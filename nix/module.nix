@@ -33,10 +33,13 @@ let
     };
 
   api = import ./stack {
-    overrides = lib.recursiveUpdate (lib.recursiveUpdate { alerts = alertsDeclared; } cfg.monitoring.overrides) {
-      logShipper = cfg.monitoring.logShipper;
-      services.warpwatch.port = cfg.port;
-    };
+    overrides =
+      lib.recursiveUpdate
+        (lib.recursiveUpdate { alerts = alertsDeclared; } cfg.monitoring.overrides)
+        {
+          logShipper = cfg.monitoring.logShipper;
+          services.warpwatch.port = cfg.port;
+        };
   };
 
   # A secret file option: a string, so a path literal is a type error instead of a store copy.

@@ -63,7 +63,8 @@ rec {
 
   # A Prometheus/Alertmanager duration a reader takes in at a glance: whole minutes as minutes.
   duration =
-    secs: if secs >= 60 && secs - secs / 60 * 60 == 0 then "${toString (secs / 60)}m" else seconds secs;
+    secs:
+    if secs >= 60 && secs - secs / 60 * 60 == 0 then "${toString (secs / 60)}m" else seconds secs;
 
   mebibytes = n: n * 1024 * 1024;
 

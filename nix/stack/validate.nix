@@ -92,7 +92,11 @@ let
       inherit (stack) alerts;
       check = ok: message: if ok then [ ] else [ message ];
       receiverNames = if isAttrs alerts.receivers then attrNames alerts.receivers else [ ];
-      knownReceivers = if receiverNames == [ ] then "none is declared" else "declared: ${concatStringsSep ", " receiverNames}";
+      knownReceivers =
+        if receiverNames == [ ] then
+          "none is declared"
+        else
+          "declared: ${concatStringsSep ", " receiverNames}";
       serviceNames = attrNames stack.services;
       # Only these keys, each with a message of its own for a missing or wrong value.
       onlyKeys =
@@ -128,7 +132,10 @@ let
         if !(isAttrs webhook) then
           [ "${field} must be an attribute set such as { urlFile = \"/run/keys/oncall-url\"; } (got ${show webhook})" ]
         else
-          onlyKeys field [ "url" "urlFile" ] webhook
+          onlyKeys field [
+            "url"
+            "urlFile"
+          ] webhook
           ++ (
             if webhook ? url && webhook ? urlFile then
               [ "${field} has both url and urlFile: keep urlFile when the URL carries a token, url otherwise" ]
@@ -162,14 +169,21 @@ let
               nonEmptyString "${field}.${key}" email.${key}
             else
               [ "${field} has no ${key}: set ${field}.${key}" ]
-          ) [ "smarthost" "from" "to" ]
+          ) [
+            "smarthost"
+            "from"
+            "to"
+          ]
           ++ check (!(isString (email.smarthost or null)) || match "[^:]+:[0-9]+" email.smarthost != null)
             "${field}.smarthost must be host:port, such as \"smtp.example.org:587\" (got ${show email.smarthost})"
           ++ concatMap (
             key:
             check (!(isString (email.${key} or null)) || match "[^@]+@[^@]+" email.${key} != null)
               "${field}.${key} must be an e-mail address (got ${show email.${key}})"
-          ) [ "from" "to" ]
+          ) [
+            "from"
+            "to"
+          ]
           ++ check (isBool (email.requireTls or true))
             "${field}.requireTls must be true or false (got ${show email.requireTls})"
           ++ (
@@ -196,7 +210,10 @@ let
           if !(isAttrs r) then
             [ "${field} must be an attribute set with webhook or email (got ${show r})" ]
           else
-            onlyKeys field [ "webhook" "email" ] r
+            onlyKeys field [
+              "webhook"
+              "email"
+            ] r
             ++ (
               if r ? webhook && r ? email then
                 [ "${field} has both webhook and email: declare two receivers, one each" ]
@@ -224,7 +241,11 @@ let
         if !(isAttrs route) then
           [ "${field} must be an attribute set such as { severity = \"page\"; receiver = \"oncall\"; } (got ${show route})" ]
         else
-          onlyKeys field [ "receiver" "severity" "service" ] route
+          onlyKeys field [
+            "receiver"
+            "severity"
+            "service"
+          ] route
           ++ (
             if route ? receiver then
               check (route.receiver != null) "${field}.receiver must name a receiver"
@@ -249,7 +270,11 @@ let
         "alerts.defaultReceiver is not set and several receivers are declared (${concatStringsSep ", " receiverNames}): name the one that gets every alert no route takes"
       ++ (
         if isList alerts.routes then
-          builtins.concatLists (builtins.genList (i: routeRules i (builtins.elemAt alerts.routes i)) (builtins.length alerts.routes))
+          builtins.concatLists (
+            builtins.genList (i: routeRules i (builtins.elemAt alerts.routes i)) (
+              builtins.length alerts.routes
+            )
+          )
         else
           [ "alerts.routes must be a list (got ${show alerts.routes})" ]
       );
