@@ -45,6 +45,8 @@
             loki = pkgs.grafana-loki;
             alloy = pkgs.grafana-alloy;
             promtail = nixpkgs-promtail.legacyPackages.${system}.promtail;
+            alertmanager = pkgs.prometheus-alertmanager;
+            node-exporter = pkgs.prometheus-node-exporter;
           };
 
           specs = import ./nix/stack/image-specs.nix {
@@ -108,6 +110,8 @@
           image-promtail = s.images.promtail;
           image-alloy = s.images.alloy;
           image-grafana = s.images.grafana;
+          image-alertmanager = s.images.alertmanager;
+          image-node-exporter = s.images.node-exporter;
           inherit (s.stackApp) compose;
           stack = s.stackApp.stack-app;
         }
@@ -142,6 +146,7 @@
             docker-compose
             nixfmt
             prometheus
+            prometheus-alertmanager
             rustfmt
             testers
             writeText
@@ -162,6 +167,9 @@
             rustfmt
             prometheus
             prometheus.cli
+            # amtool, and Alertmanager and the node exporter for the tests of issue 17
+            prometheus-alertmanager
+            prometheus-node-exporter
             docker-compose
             docker-client
             yamllint

@@ -8,6 +8,7 @@
   docker-compose,
   nixfmt,
   prometheus,
+  prometheus-alertmanager,
   rustfmt,
   testers,
   writeText,
@@ -31,6 +32,9 @@ let
     )
   );
   rules = writeText "rules.yml" configs.rules;
+  alertmanagerConfig = writeText "alertmanager.yml" (
+    toYAML (configs.alertmanager { target = "compose"; })
+  );
 
   vmTest =
     logShipper:
@@ -106,6 +110,26 @@ in
         cp "$alerts" alerts.yml
         cp "$alertTests" alerts.test.yml
         promtool test rules alerts.test.yml
+        touch "$out"
+      '';
+
+  # amtool (issue 17): the rendered Alertmanager configuration loads, and a page reaches the
+  # paging receiver (the default one when none is declared).
+  stack-amtool =
+    runCommand "warpwatch-stack-amtool"
+      {
+        nativeBuildInputs = [ prometheus-alertmanager ];
+        inherit alertmanagerConfig;
+        pagingReceiver =
+          if specs.stack.alerts.pagingReceiver != null then
+            specs.stack.alerts.pagingReceiver
+          else
+            configs.alertmanager.defaultReceiver;
+      }
+      ''
+        amtool check-config "$alertmanagerConfig"
+        amtool config routes test --config.file="$alertmanagerConfig" \
+          --verify.receivers="$pagingReceiver" alertname=TargetDown service=warpwatch severity=page
         touch "$out"
       '';
 

@@ -32,11 +32,80 @@ let
   # The declaration with the user's overrides; option defaults come from here.
   declared = (import ./stack { overrides = cfg.monitoring.overrides; }).stack;
 
-  api = import ./stack {
-    overrides = lib.recursiveUpdate cfg.monitoring.overrides {
-      logShipper = cfg.monitoring.logShipper;
-      services.warpwatch.port = cfg.port;
+  # services.warpwatch.monitoring.alerts in the declaration's shape: unset (null) fields left out,
+  # so the declaration's defaults and its checks (nix/stack/validate.nix) apply.
+  withoutNulls = lib.filterAttrs (_: value: value != null);
+  alertsDeclared =
+    let
+      alerts = cfg.monitoring.alerts;
+    in
+    withoutNulls {
+      receivers = lib.mapAttrs (
+        _: receiver:
+        lib.mapAttrs (_: withoutNulls) (withoutNulls {
+          inherit (receiver) webhook email;
+        })
+      ) alerts.receivers;
+      inherit (alerts) defaultReceiver pagingReceiver;
+      routes = map withoutNulls alerts.routes;
     };
+
+  api = import ./stack {
+    overrides =
+      lib.recursiveUpdate (lib.recursiveUpdate { alerts = alertsDeclared; } cfg.monitoring.overrides)
+        {
+          logShipper = cfg.monitoring.logShipper;
+          services.warpwatch.port = cfg.port;
+        };
+  };
+
+  # A secret file option: a string, so a path literal is a type error instead of a store copy.
+  alertSecretFile =
+    what:
+    mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/keys/alertmanager-${what}";
+      description = ''
+        Absolute path of a file holding the ${what}, outside the Nix store; delivered to
+        Alertmanager as a systemd credential (the file may stay `root:root 0400`).
+      '';
+    };
+
+  webhookOptions = {
+    url = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = "URL of a webhook that carries no secret. One of `url` and `urlFile`.";
+    };
+    urlFile = alertSecretFile "webhook URL (it carries a token)";
+  };
+
+  emailOptions = {
+    smarthost = mkOption {
+      type = types.str;
+      example = "smtp.example.org:587";
+      description = "SMTP server as host:port.";
+    };
+    from = mkOption {
+      type = types.str;
+      description = "Sender address.";
+    };
+    to = mkOption {
+      type = types.str;
+      description = "Recipient address.";
+    };
+    requireTls = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Refuse to send without STARTTLS.";
+    };
+    authUsername = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = "SMTP login; set together with `authPasswordFile`.";
+    };
+    authPasswordFile = alertSecretFile "SMTP password";
   };
 
   mapped = api.nixos {
@@ -77,6 +146,17 @@ let
         inherit (config.services.alloy) enable extraFlags;
       };
       journal = nixpkgsOptions.journaldSettings nixpkgsShape config.services.journald;
+      alertmanager = {
+        inherit (config.services.prometheus.alertmanager)
+          listenAddress
+          port
+          configuration
+          configText
+          ;
+      };
+      nodeExporter = {
+        inherit (config.services.prometheus.exporters.node) listenAddress port;
+      };
     };
     inherit nixpkgsShape;
   };
@@ -175,6 +255,84 @@ in
           Grafana Alloy for the stack's own shipper unit (used when `logShipper = "alloy"`); the
           host's {option}`services.alloy` stays the host's.
         '';
+      };
+
+      # The declaration's `alerts` (nix/stack/declaration.nix), typed; overrides.alerts wins.
+      alerts = {
+        receivers = mkOption {
+          type = types.attrsOf (
+            types.submodule {
+              options = {
+                webhook = mkOption {
+                  type = types.nullOr (types.submodule { options = webhookOptions; });
+                  default = null;
+                  description = "A webhook receiver.";
+                };
+                email = mkOption {
+                  type = types.nullOr (types.submodule { options = emailOptions; });
+                  default = null;
+                  description = "An e-mail receiver.";
+                };
+              };
+            }
+          );
+          default = { };
+          example = lib.literalExpression ''
+            {
+              oncall.webhook.urlFile = "/run/keys/oncall-url";
+              mail.email = {
+                smarthost = "smtp.example.org:587";
+                from = "alerts@example.org";
+                to = "ops@example.org";
+                authUsername = "alerts";
+                authPasswordFile = "/run/keys/smtp-password";
+              };
+            }
+          '';
+          description = ''
+            Where the stack's alerts go, by receiver name, each with `webhook` or `email`. With
+            none, alerts reach Alertmanager and go nowhere, and evaluation warns about it.
+          '';
+        };
+        defaultReceiver = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = "The receiver of every alert no route takes; null: the only receiver.";
+        };
+        pagingReceiver = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = "Where `severity=\"page\"` alerts go; null: the default receiver.";
+        };
+        routes = mkOption {
+          type = types.listOf (
+            types.submodule {
+              options = {
+                receiver = mkOption {
+                  type = types.str;
+                  description = "A receiver of `receivers`.";
+                };
+                severity = mkOption {
+                  type = types.nullOr (
+                    types.enum [
+                      "page"
+                      "ticket"
+                    ]
+                  );
+                  default = null;
+                  description = "Alerts of this severity only.";
+                };
+                service = mkOption {
+                  type = types.nullOr types.str;
+                  default = null;
+                  description = "Alerts of this service of the stack only.";
+                };
+              };
+            }
+          );
+          default = [ ];
+          description = "Routes tried in order before the paging one.";
+        };
       };
 
       overrides = mkOption {

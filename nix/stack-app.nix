@@ -38,6 +38,7 @@ let
         service: "${specs.images.${service}.ref} ${images.${service}}"
       ) specs.composeServices;
       WARPWATCH_STACK_URLS = specs.urls;
+      WARPWATCH_STACK_ALERTS_NOTICE = specs.alertsNotice;
       WARPWATCH_STACK_DOCKER_COMPOSE = lib.getExe docker-compose;
       WARPWATCH_STACK_UP_TIMEOUT = toString specs.upTimeoutSeconds;
       WARPWATCH_STACK_START_INTERVAL_FILE = specs.api.compose.startIntervalFile;

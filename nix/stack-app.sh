@@ -6,6 +6,7 @@
 #   WARPWATCH_STACK_COMPOSE  directory with docker-compose.yml and every file it mounts
 #   WARPWATCH_STACK_IMAGES   one "<image ref> <stream script>" per line (dockerTools.streamLayeredImage)
 #   WARPWATCH_STACK_URLS     lines printed once the stack is healthy
+#   WARPWATCH_STACK_ALERTS_NOTICE  printed after them when no alert receiver is declared (may be empty)
 #   WARPWATCH_STACK_SECRET_READER_UID  Grafana's container uid (nix/stack/declaration.nix)
 #   WARPWATCH_STACK_DOCKER_COMPOSE  the pinned docker-compose (nixpkgs) that runs the project
 #   WARPWATCH_STACK_UP_TIMEOUT  seconds `up` waits for every service to turn healthy
@@ -207,6 +208,9 @@ case "$command" in
       die "the stack did not become healthy; see 'nix run .#stack -- ps' and 'nix run .#stack -- logs SERVICE'"
     printf '\nwarpwatch stack is up (project %s in %s):\n' "$WARPWATCH_STACK_PROJECT" "$state_dir"
     printf '%s\n' "${WARPWATCH_STACK_URLS:-}"
+    if [ -n "${WARPWATCH_STACK_ALERTS_NOTICE:-}" ]; then
+      printf '\n%s: %s\n' "$prog" "$WARPWATCH_STACK_ALERTS_NOTICE"
+    fi
     ;;
   down)
     require_project

@@ -34,6 +34,9 @@ APT_PACKAGE = {
     "busybox": "busybox-static",
     "ldd": "libc-bin",
     "debootstrap": "debootstrap",
+    "amtool": "prometheus-alertmanager",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "prometheus-node-exporter": "prometheus-node-exporter",
     **{tool: "coreutils" for tool in ("cat", "chmod", "cp", "env", "id", "mkdir", "mktemp", "mv", "od", "tail", "tr")},
 }
 

@@ -6,12 +6,30 @@ whatever the declaration said.
 """
 
 # The services of the default stack (Promtail as the log shipper), in the declaration's order.
-SERVICES = ("warpwatch", "prometheus", "loki", "promtail", "grafana")
+SERVICES = ("warpwatch", "prometheus", "loki", "promtail", "grafana", "alertmanager", "node-exporter")
 
-MEMORY_MIB = {"warpwatch": 256, "prometheus": 512, "loki": 512, "promtail": 256, "grafana": 512}
+# Issue 17: Alertmanager's and the node exporter's from measurements (see the declaration).
+MEMORY_MIB = {
+    "warpwatch": 256,
+    "prometheus": 512,
+    "loki": 512,
+    "promtail": 256,
+    "grafana": 512,
+    "alertmanager": 256,
+    "node-exporter": 64,
+}
 
 # Each tool's usual port and health endpoint; Alloy's are its upstream defaults.
-PORTS = {"warpwatch": 8080, "prometheus": 9090, "loki": 3100, "promtail": 9080, "grafana": 3000, "alloy": 12345}
+PORTS = {
+    "warpwatch": 8080,
+    "prometheus": 9090,
+    "loki": 3100,
+    "promtail": 9080,
+    "grafana": 3000,
+    "alloy": 12345,
+    "alertmanager": 9093,
+    "node-exporter": 9100,
+}
 HEALTH_PATHS = {
     "warpwatch": "/healthz",
     "prometheus": "/-/healthy",
@@ -19,7 +37,12 @@ HEALTH_PATHS = {
     "promtail": "/ready",
     "grafana": "/api/health",
     "alloy": "/-/ready",
+    "alertmanager": "/-/healthy",
+    "node-exporter": "/",
 }
+
+# Issue 17: every alert rule's severity is one of these.
+SEVERITIES = ("page", "ticket")
 
 HEALTHCHECK_INTERVAL_S = 30
 HEALTHCHECK_TIMEOUT_S = 10

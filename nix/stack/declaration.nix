@@ -61,6 +61,39 @@
     retentionHours = 720;
   };
 
+  # Where alerts go. Rendered into Alertmanager's configuration by ./render/alertmanager.nix;
+  # checked by ./validate.nix (the messages there name the field and the fix).
+  alerts = {
+    # Receivers by name, each with exactly one of:
+    #   webhook = { urlFile = "/etc/warpwatch/oncall-url"; };  a URL carrying a token, read from
+    #       this file at run time (Alertmanager's url_file); or `url = "http://…";` for a URL
+    #       that carries no secret;
+    #   email = { smarthost = "smtp.example.org:587"; from = "…"; to = "…";
+    #       requireTls = true; authUsername = "…"; authPasswordFile = "/etc/…"; }  (the last two
+    #       optional, together).
+    # Secret files are strings naming absolute paths on the machine that runs the stack, never
+    # Nix paths (those are copied into the world-readable store): the compose file mounts them as
+    # secrets, the NixOS units read them as credentials.
+    receivers = { };
+    # The receiver of every alert no route below takes; null picks the only receiver when there
+    # is exactly one. With no receiver at all, alerts go to a receiver that drops them, named
+    # so, and the stack app and NixOS say so.
+    defaultReceiver = null;
+    # Where `severity="page"` alerts go instead of the default receiver; null: the default.
+    pagingReceiver = null;
+    # More routes, tried in order before the paging one: { receiver = "…"; } with optional
+    # `severity` ("page" or "ticket") and `service` (a service name of this declaration).
+    routes = [ ];
+    # Alertmanager's grouping timers: the first notification of a group waits `groupWait` for
+    # its siblings, later changes `groupInterval`; an unresolved group is repeated every
+    # `repeatInterval`.
+    groupWaitSeconds = 30;
+    groupIntervalSeconds = 300;
+    repeatIntervalHours = 4;
+    # How long a target must fail its scrapes before TargetDown fires.
+    targetDownForSeconds = 120;
+  };
+
   # What every entry of `services` below has unless it says otherwise; each entry states only what
   # is its own. `dependsOn` lists the services that must be healthy before it starts: empty
   # everywhere, because Prometheus, Grafana and the shippers retry their peers, and every
@@ -148,6 +181,37 @@
       image = {
         name = "warpwatch/alloy";
         tag = "1.11.3";
+      };
+    };
+    # Measured with Debian's alertmanager 0.25 on this machine (VmRSS/VmHWM from /proc): 32 MiB
+    # idle; 76 MiB peak after 30 rounds of 500 alerts (1 s apart) into 500 groups delivered to a
+    # webhook; 145 MiB peak with 2000 distinct alerts in 2000 groups. 256 MiB is 1.75x that
+    # worst peak.
+    alertmanager = {
+      port = 9093;
+      dataDir = "/var/lib/alertmanager";
+      memoryMiB = 256;
+      healthPath = "/-/healthy";
+      uid = 10006;
+      image = {
+        name = "warpwatch/alertmanager";
+        tag = "0.28.1";
+      };
+    };
+    # Measured with Debian's prometheus-node-exporter 1.5 (default collectors) on this 2-CPU
+    # machine: 16.5 MiB idle, 21.9 MiB peak under 4 concurrent scrape loops of 100 scrapes each.
+    # 64 MiB is 2.9x that: the series count grows with CPUs, disks, mounts and interfaces, so a
+    # larger host has more to render per scrape. No state: `dataDir` is only its working
+    # directory. What it reads of the host in compose: see ./render/compose.nix.
+    node-exporter = {
+      port = 9100;
+      dataDir = "/var/lib/node-exporter";
+      memoryMiB = 64;
+      healthPath = "/";
+      uid = 10007;
+      image = {
+        name = "warpwatch/node-exporter";
+        tag = "1.9.1";
       };
     };
     grafana = {

@@ -47,6 +47,7 @@ let
 
   configs = {
     prometheus = import ./render/prometheus.nix stack;
+    alertmanager = import ./render/alertmanager.nix stack;
     rules = import ./render/rules.nix { inherit stack toYAML; };
     loki = import ./render/loki.nix stack;
     promtail = import ./render/promtail.nix stack;

@@ -6,7 +6,7 @@
 # hands these attribute sets to dockerTools, so nothing here is duplicated there.
 {
   # { <service> = { version = "…"; path = "/nix/store/…"; }; } for warpwatch, prometheus, loki,
-  # promtail, alloy and grafana.
+  # promtail, alloy, grafana, alertmanager and node-exporter.
   packages,
   # The user's stack overrides (same shape as ./declaration.nix).
   overrides ? { },
@@ -64,6 +64,8 @@ let
     loki = [ "/bin/loki" ];
     promtail = [ "/bin/promtail" ];
     alloy = [ "/bin/alloy" ];
+    alertmanager = [ "/bin/alertmanager" ];
+    node-exporter = [ "/bin/node_exporter" ];
     grafana = [
       "/bin/grafana"
       "server"
@@ -198,6 +200,13 @@ in
     toTag
     upTimeoutSeconds
     ;
+  # Printed once by `nix run .#stack -- up` when alerts would reach no one; empty otherwise.
+  alertsNotice =
+    if api.configs.alertmanager.noReceiver then
+      "No alert receiver is declared: alerts fire in Prometheus and reach Alertmanager, which sends them nowhere (its receiver is named ${api.configs.alertmanager.nullReceiver}). Declare one under alerts.receivers (README, \"Alerts\")."
+    else
+      "";
+
   # One line per published service, printed by `nix run .#stack -- up`.
   urls = concatStringsSep "\n" (
     map (name: "${name}: http://${host}:${toString stack.services.${name}.port}/") published

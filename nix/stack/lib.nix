@@ -61,6 +61,10 @@ rec {
 
   seconds = n: "${toString n}s";
 
+  # A Prometheus/Alertmanager duration a reader takes in at a glance: whole minutes as minutes.
+  duration =
+    secs: if secs >= 60 && secs - secs / 60 * 60 == 0 then "${toString (secs / 60)}m" else seconds secs;
+
   mebibytes = n: n * 1024 * 1024;
 
   # The services that run: everything but the log shipper not chosen.
@@ -70,6 +74,15 @@ rec {
     "loki"
     logShipper
     "grafana"
+    "alertmanager"
+    "node-exporter"
+  ];
+
+  # Every alert rule carries one of these as its `severity` label: "page" wakes someone up,
+  # "ticket" waits for working hours. The route tree sends each to its receiver.
+  severities = [
+    "page"
+    "ticket"
   ];
 
   # Where a container probes itself, and where every service binds on a NixOS host.

@@ -2,7 +2,7 @@
 # merged result against the rules below. Every message names the field and the offending value so
 # the user can fix the override without reading this file.
 let
-  inherit (import ./lib.nix) activeServiceNames deepMerge;
+  inherit (import ./lib.nix) activeServiceNames deepMerge severities;
   inherit (builtins)
     attrNames
     concatMap
@@ -10,7 +10,10 @@ let
     elem
     hasAttr
     isAttrs
+    isBool
     isInt
+    isList
+    isPath
     isString
     match
     toJSON
@@ -19,7 +22,20 @@ let
 
   fail = message: throw "warpwatch stack: ${message}";
 
-  show = value: if isAttrs value then "an attribute set" else toJSON value;
+  # Never toJSON a path: that would copy the file into the store, the very thing a path-valued
+  # secret must not do.
+  show =
+    value:
+    if isAttrs value then
+      "an attribute set"
+    else if isPath value then
+      "the Nix path ${toString value}"
+    else
+      toJSON value;
+
+  # Parts of the declaration whose keys are the user's own (receiver names): checked by the
+  # rules below instead of against the declaration's shape.
+  freeform = [ "alerts.receivers" ];
 
   typeName =
     value:
@@ -43,7 +59,12 @@ let
         let
           field = concatStringsSep "." (path ++ [ key ]);
         in
-        if !hasAttr key declared then
+        if elem where freeform then
+          true
+        # Declared null: no value by default, any type allowed; the rules below check it.
+        else if hasAttr key declared && declared.${key} == null then
+          true
+        else if !hasAttr key declared then
           if path == [ "services" ] then
             fail "unknown service ${toJSON key} in overrides.services (known: ${concatStringsSep ", " (attrNames declared)})"
           else
@@ -63,6 +84,216 @@ let
     builtins.all checkKey (attrNames override);
 
   positiveInt = value: isInt value && value > 0;
+
+  # `alerts`: receivers, routes and timers. Every message names the field and what to do.
+  alertRules =
+    stack:
+    let
+      inherit (stack) alerts;
+      check = ok: message: if ok then [ ] else [ message ];
+      receiverNames = if isAttrs alerts.receivers then attrNames alerts.receivers else [ ];
+      knownReceivers =
+        if receiverNames == [ ] then
+          "none is declared"
+        else
+          "declared: ${concatStringsSep ", " receiverNames}";
+      serviceNames = attrNames stack.services;
+      # Only these keys, each with a message of its own for a missing or wrong value.
+      onlyKeys =
+        field: allowed: set:
+        concatMap (
+          key:
+          check (elem key allowed) "${field}.${key} is not a known field (known: ${concatStringsSep ", " allowed})"
+        ) (attrNames set);
+      nonEmptyString =
+        field: value:
+        check (isString value && value != "") "${field} must be a non-empty string (got ${show value})";
+
+      secretFile =
+        field: value:
+        if isPath value then
+          [
+            "${field} is ${show value}: a Nix path is copied into the world-readable Nix store. Give the file's location as a string instead, e.g. ${field} = \"${toString value}\" (the file stays where it is and is read at run time)."
+          ]
+        else if !(isString value) then
+          [
+            "${field} must be a string naming the secret file, e.g. \"/run/keys/alertmanager\" (got ${show value})"
+          ]
+        else if match "/.*" value == null then
+          [ "${field} must be an absolute path to the secret file (got ${show value})" ]
+        else if match "/nix/store/.*" value != null then
+          [
+            "${field} is in the Nix store (${value}), readable by every user of the machine: keep the secret in a file outside it, e.g. under /run/keys or /etc/warpwatch, and give that path."
+          ]
+        else
+          [ ];
+
+      webhookRules =
+        field: webhook:
+        if !(isAttrs webhook) then
+          [
+            "${field} must be an attribute set such as { urlFile = \"/run/keys/oncall-url\"; } (got ${show webhook})"
+          ]
+        else
+          onlyKeys field [
+            "url"
+            "urlFile"
+          ] webhook
+          ++ (
+            if webhook ? url && webhook ? urlFile then
+              [ "${field} has both url and urlFile: keep urlFile when the URL carries a token, url otherwise" ]
+            else if webhook ? urlFile then
+              secretFile "${field}.urlFile" webhook.urlFile
+            else if webhook ? url then
+              check (isString webhook.url && match "https?://.+" webhook.url != null)
+                "${field}.url must be an http:// or https:// URL (got ${show webhook.url}); a URL carrying a token belongs in a file named by ${field}.urlFile"
+            else
+              [
+                "${field} has no URL: set ${field}.urlFile to a file holding the URL (it carries a token), or ${field}.url when it carries no secret"
+              ]
+          );
+
+      emailRules =
+        field: email:
+        if !(isAttrs email) then
+          [ "${field} must be an attribute set with smarthost, from and to (got ${show email})" ]
+        else
+          onlyKeys field [
+            "smarthost"
+            "from"
+            "to"
+            "requireTls"
+            "authUsername"
+            "authPasswordFile"
+          ] email
+          ++
+            concatMap
+              (
+                key:
+                if email ? ${key} then
+                  nonEmptyString "${field}.${key}" email.${key}
+                else
+                  [ "${field} has no ${key}: set ${field}.${key}" ]
+              )
+              [
+                "smarthost"
+                "from"
+                "to"
+              ]
+          ++
+            check (!(isString (email.smarthost or null)) || match "[^:]+:[0-9]+" email.smarthost != null)
+              "${field}.smarthost must be host:port, such as \"smtp.example.org:587\" (got ${show email.smarthost})"
+          ++
+            concatMap
+              (
+                key:
+                check (
+                  !(isString (email.${key} or null)) || match "[^@]+@[^@]+" email.${key} != null
+                ) "${field}.${key} must be an e-mail address (got ${show email.${key}})"
+              )
+              [
+                "from"
+                "to"
+              ]
+          ++ check (isBool (
+            email.requireTls or true
+          )) "${field}.requireTls must be true or false (got ${show email.requireTls})"
+          ++ (
+            if (email ? authUsername) != (email ? authPasswordFile) then
+              [
+                "${field}: authUsername and authPasswordFile go together: set both to log in to the smarthost, or neither"
+              ]
+            else if email ? authUsername then
+              nonEmptyString "${field}.authUsername" email.authUsername
+              ++ secretFile "${field}.authPasswordFile" email.authPasswordFile
+            else
+              [ ]
+          );
+
+      receiverRules =
+        name:
+        let
+          field = "alerts.receivers.${name}";
+          r = alerts.receivers.${name};
+        in
+        check (match "[a-z0-9][a-z0-9_-]*" name != null)
+          "${field}: a receiver name is lower-case letters, digits, - or _ (it names secrets and credentials)"
+        ++ (
+          if !(isAttrs r) then
+            [ "${field} must be an attribute set with webhook or email (got ${show r})" ]
+          else
+            onlyKeys field [
+              "webhook"
+              "email"
+            ] r
+            ++ (
+              if r ? webhook && r ? email then
+                [ "${field} has both webhook and email: declare two receivers, one each" ]
+              else if r ? webhook then
+                webhookRules "${field}.webhook" r.webhook
+              else if r ? email then
+                emailRules "${field}.email" r.email
+              else
+                [
+                  "${field} has neither webhook nor email: add webhook = { urlFile = \"/run/keys/…\"; } or email = { smarthost = …; from = …; to = …; }"
+                ]
+            )
+        );
+
+      receiverRef =
+        field: value:
+        check (value == null || (isString value && elem value receiverNames))
+          "${field} names receiver ${show value}, which is not declared (${knownReceivers}): add it to alerts.receivers or name a declared one";
+
+      routeRules =
+        index: route:
+        let
+          field = "alerts.routes.${toString index}";
+        in
+        if !(isAttrs route) then
+          [
+            "${field} must be an attribute set such as { severity = \"page\"; receiver = \"oncall\"; } (got ${show route})"
+          ]
+        else
+          onlyKeys field [
+            "receiver"
+            "severity"
+            "service"
+          ] route
+          ++ (
+            if route ? receiver then
+              check (route.receiver != null) "${field}.receiver must name a receiver"
+              ++ receiverRef "${field}.receiver" route.receiver
+            else
+              [ "${field} has no receiver: set ${field}.receiver to one of alerts.receivers (${knownReceivers})" ]
+          )
+          ++
+            check (!(route ? severity) || elem route.severity severities)
+              "${field}.severity must be one of ${concatStringsSep ", " severities} (got ${show route.severity or null})"
+          ++
+            check (!(route ? service) || elem route.service serviceNames)
+              "${field}.service must be a service of the declaration (${concatStringsSep ", " serviceNames}; got ${show route.service or null})"
+          ++
+            check (route ? severity || route ? service)
+              "${field} matches every alert: give it a severity or a service, or make its receiver alerts.defaultReceiver";
+    in
+    if !(isAttrs alerts.receivers) then
+      [ "alerts.receivers must be an attribute set of receivers by name (got ${show alerts.receivers})" ]
+    else
+      concatMap receiverRules receiverNames
+      ++ receiverRef "alerts.defaultReceiver" alerts.defaultReceiver
+      ++ receiverRef "alerts.pagingReceiver" alerts.pagingReceiver
+      ++
+        check (alerts.defaultReceiver != null || builtins.length receiverNames <= 1)
+          "alerts.defaultReceiver is not set and several receivers are declared (${concatStringsSep ", " receiverNames}): name the one that gets every alert no route takes"
+      ++ (
+        if isList alerts.routes then
+          builtins.concatLists (
+            builtins.genList (i: routeRules i (builtins.elemAt alerts.routes i)) (builtins.length alerts.routes)
+          )
+        else
+          [ "alerts.routes must be a list (got ${show alerts.routes})" ]
+      );
   nonNegativeInt = value: isInt value && value >= 0;
 
   rules =
@@ -193,7 +424,12 @@ let
       ++ positive "loki.retentionHours" stack.loki.retentionHours
       ++ positive "journal.maxAgeHours" stack.journal.maxAgeHours
       ++ concatMap serviceRules names
-      ++ clashes;
+      ++ clashes
+      ++ positive "alerts.groupWaitSeconds" stack.alerts.groupWaitSeconds
+      ++ positive "alerts.groupIntervalSeconds" stack.alerts.groupIntervalSeconds
+      ++ positive "alerts.repeatIntervalHours" stack.alerts.repeatIntervalHours
+      ++ positive "alerts.targetDownForSeconds" stack.alerts.targetDownForSeconds
+      ++ alertRules stack;
 in
 declaration: overrides:
 let

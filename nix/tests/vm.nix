@@ -23,6 +23,11 @@ let
     )
   );
   pyList = names: "[${builtins.concatStringsSep ", " (map (n: "\"${n}\"") names)}]";
+  # The alert path, as nixpkgs' own alertmanager test checks it: a webhook receiver on the VM
+  # logs every notification; its URL reaches Alertmanager as a credential (url_file).
+  hookPort = 8099;
+  targetDownFor = 15;
+  groupWait = 5;
   # Probes every intervalSeconds, `retries` failures in a row, then the restart: allow two extra
   # rounds and the start period on top.
   restartWithin =
@@ -50,11 +55,40 @@ in
         mode = "0400";
       };
 
+      environment.etc."warpwatch-test/webhook-url" = {
+        text = "http://127.0.0.1:${toString hookPort}/alerts";
+        mode = "0400";
+      };
+
+      # The test's webhook receiver: one journal line per notification body.
+      systemd.services.alert-logger = {
+        wantedBy = [ "multi-user.target" ];
+        serviceConfig.DynamicUser = true;
+        script = ''
+          exec ${pkgs.python3}/bin/python3 -u -c '
+          import http.server
+          class Hook(http.server.BaseHTTPRequestHandler):
+              def do_POST(self):
+                  body = self.rfile.read(int(self.headers["Content-Length"]))
+                  print("notification " + body.decode(), flush=True)
+                  self.send_response(200)
+                  self.end_headers()
+          http.server.HTTPServer(("127.0.0.1", ${toString hookPort}), Hook).serve_forever()
+          '
+        '';
+      };
+
       services.warpwatch = {
         enable = true;
         monitoring = {
           enable = true;
           inherit logShipper;
+          alerts.receivers.test.webhook.urlFile = "/etc/warpwatch-test/webhook-url";
+          overrides.alerts = {
+            targetDownForSeconds = targetDownFor;
+            groupWaitSeconds = groupWait;
+            groupIntervalSeconds = 10;
+          };
         };
         grafana = {
           adminPasswordFile = "/etc/warpwatch-test/grafana-admin-password";
@@ -102,7 +136,7 @@ in
         )
         assert "listening on http://" in started, started
 
-    with subtest("Prometheus scrapes all five jobs (up == 1)"):
+    with subtest("Prometheus scrapes every job (up == 1)"):
         machine.wait_until_succeeds(
             "curl -sf '${url "prometheus"}/api/v1/query?query=up' | "
             + "jq -e '[.data.result[] | select(.value[1] == \"1\") | .metric.job] | sort == "
@@ -146,6 +180,30 @@ in
         machine.succeed(
             "curl -sf -u 'admin:${adminPassword}' ${url "grafana"}/api/datasources "
             + "| jq -e '[.[].uid] | sort == [\"loki\", \"prometheus\"]'"
+        )
+
+    with subtest("a stopped warpwatch pages the webhook receiver, then resolves"):
+        machine.wait_for_open_port(${toString hookPort})
+        machine.succeed("curl -sf ${url "alertmanager"}/-/healthy")
+        machine.succeed("curl -sf ${url "node-exporter"}/metrics > /dev/null")
+        machine.systemctl("stop warpwatch.service")
+        firing = '"status":"firing".*"alertname":"TargetDown".*"service":"warpwatch"'
+        # for + evaluation interval + group_wait + 15 s, and one scrape interval to notice.
+        machine.wait_until_succeeds(
+            f"journalctl -u alert-logger.service -q --no-pager --grep='{firing}'",
+            timeout=${
+              toString (targetDownFor + 2 * stack.prometheus.evaluationIntervalSeconds + groupWait + 15)
+            },
+        )
+        machine.succeed(
+            "curl -sf ${url "alertmanager"}/metrics "
+            + "| jq -R -s -e 'split(\"\\n\") | map(select(startswith(\"alertmanager_notifications_total{integration=\\\"webhook\\\"}\"))) "
+            + "| map(split(\" \")[1] | tonumber) | add > 0'"
+        )
+        machine.systemctl("start warpwatch.service")
+        resolved = '"status":"resolved".*"alertname":"TargetDown".*"service":"warpwatch"'
+        machine.wait_until_succeeds(
+            f"journalctl -u alert-logger.service -q --no-pager --grep='{resolved}'", timeout=120
         )
 
     def visits():

@@ -90,6 +90,8 @@ let
         grafana-loki = pkg "grafana-loki" "3.7.8";
         grafana-alloy = pkg "grafana-alloy" "1.12.1";
         promtail = pkg "promtail" "3.6.11";
+        prometheus-alertmanager = pkg "alertmanager" "0.28.1";
+        prometheus-node-exporter = pkg "node_exporter" "1.9.1";
         util-linux = pkg "util-linux" "2.41.2";
 
         dockerTools = {

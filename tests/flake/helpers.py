@@ -25,6 +25,8 @@ FAKE_VERSIONS = {
     "promtail": "3.6.11",
     "alloy": "1.12.1",
     "grafana": "12.4.0+security-01",
+    "alertmanager": "0.28.1",
+    "node-exporter": "1.9.1",
 }
 
 

@@ -58,7 +58,7 @@ def test_stack_promtool_check_passes_with_the_real_promtool(tmp_path):
 
 
 def test_stack_promtool_check_fails_on_a_broken_rule(tmp_path):
-    proc = run_stack_promtool(tmp_path, lambda rules: rules.replace("expr: up == 0", "expr: up ==== 0", 1))
+    proc = run_stack_promtool(tmp_path, lambda rules: rules.replace('expr: "up == 0"', 'expr: "up ==== 0"', 1))
     assert "up ==== 0" in (tmp_path / "in" / "rules.yml").read_text(), "the mutation must apply"
     assert proc.returncode != 0
     assert not (tmp_path / "out").exists()
@@ -85,4 +85,29 @@ def test_stack_compose_check_fails_on_an_invalid_project(tmp_path):
     proc = run_stack_compose(tmp_path, lambda text: text + "\nservices_typo: {}\n")
     assert proc.returncode != 0
     assert "services_typo" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def run_stack_amtool(tmp: Path, edit_config=lambda text: text) -> subprocess.CompletedProcess:
+    """checks.stack-amtool (issue 17) with its inputs from the flake, run with Debian's amtool."""
+    require_tool("amtool")
+    c = nix_eval(
+        f"let o = {OUTPUTS}; c = o.checks.x86_64-linux.stack-amtool; in "
+        "{ inherit (c) script pagingReceiver; config = c.alertmanagerConfig.text; }"
+    )
+    inputs = write_files(tmp / "in", {"alertmanager.yml": edit_config(c["config"])})
+    env = {"alertmanagerConfig": str(inputs / "alertmanager.yml"), "pagingReceiver": c["pagingReceiver"]}
+    return run_script(c["script"], tmp, env)
+
+
+def test_stack_amtool_check_passes_with_the_real_amtool(tmp_path):
+    proc = run_stack_amtool(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "out").exists()
+    assert "SUCCESS" in proc.stdout + proc.stderr
+
+
+def test_stack_amtool_check_fails_on_a_broken_route(tmp_path):
+    proc = run_stack_amtool(tmp_path, lambda text: text.replace("route:", "route:\n  receiver_typo: x", 1))
+    assert proc.returncode != 0
     assert not (tmp_path / "out").exists()

@@ -124,7 +124,8 @@ def test_exposed_port_and_entrypoint(images):
     for name, image in images.items():
         assert image["config"]["ExposedPorts"] == {f"{spec.PORTS[name]}/tcp": {}}
         entrypoint = image["config"]["Entrypoint"]
-        assert entrypoint[0] == f"/bin/{name}"
+        # The node exporter's binary keeps its upstream name.
+        assert entrypoint[0] == ("/bin/node_exporter" if name == "node-exporter" else f"/bin/{name}")
     # Grafana's package keeps conf/ and public/ under share/grafana of its store path.
     grafana = images["grafana"]["config"]["Entrypoint"]
     assert grafana[1:3] == ["server", "--homepath"]

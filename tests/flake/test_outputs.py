@@ -25,9 +25,11 @@ def test_output_attributes_per_system():
         "compose",
         "default",
         "image",
+        "image-alertmanager",
         "image-alloy",
         "image-grafana",
         "image-loki",
+        "image-node-exporter",
         "image-prometheus",
         "image-promtail",
         "promtail",
@@ -49,6 +51,7 @@ def test_checks():
         "nixfmt",
         "package",
         "rustfmt",
+        "stack-amtool",
         "stack-compose",
         "stack-promtool",
         "vm-alloy",
@@ -82,7 +85,9 @@ def test_package_and_default_are_the_rust_package():
     assert sorted(pkg["meta"]["platforms"]) == sorted(LINUX + DARWIN)
 
 
-@pytest.mark.parametrize("service", ["warpwatch", "prometheus", "loki", "promtail", "alloy", "grafana"])
+@pytest.mark.parametrize(
+    "service", ["warpwatch", "prometheus", "loki", "promtail", "alloy", "grafana", "alertmanager", "node-exporter"]
+)
 def test_images_get_the_specs(service):
     attr = "image" if service == "warpwatch" else f"image-{service}"
     image = out(
@@ -96,8 +101,9 @@ def test_images_get_the_specs(service):
         'old = (import ./tests/flake/fake-nixpkgs.nix "25.11").legacyPackages.x86_64-linux; in '
         "(import ./nix/stack/image-specs.nix { packages = builtins.mapAttrs (_: p: { inherit (p) version; "
         'path = "${p}"; }) { warpwatch = o.packages.x86_64-linux.warpwatch; inherit (pkgs) prometheus grafana; '
-        "loki = pkgs.grafana-loki; alloy = pkgs.grafana-alloy; inherit (old) promtail; }; })"
-        f".images.{service}"
+        "loki = pkgs.grafana-loki; alloy = pkgs.grafana-alloy; inherit (old) promtail; "
+        'alertmanager = pkgs.prometheus-alertmanager; "node-exporter" = pkgs.prometheus-node-exporter; }; })'
+        f'.images."{service}"'
     )
     for key in ("name", "tag", "config", "created", "mtime", "fakeRootCommands"):
         assert image[key] == specs[key], key
@@ -108,7 +114,7 @@ def test_promtail_comes_from_the_second_input_and_nothing_else_does():
     contents = out("o.packages.x86_64-linux.image-promtail.imageArgs.contents")
     assert f"{STORE}promtail-3.6.11-from-25.11" in contents
     assert out("o.packages.x86_64-linux.promtail.name") == "promtail-3.6.11-from-25.11"
-    for attr in ("image-prometheus", "image-loki", "image-alloy", "image-grafana"):
+    for attr in ("image-prometheus", "image-loki", "image-alloy", "image-grafana", "image-alertmanager", "image-node-exporter"):
         for path in out(f"o.packages.x86_64-linux.{attr}.imageArgs.contents"):
             assert "from-25.11" not in path, (attr, path)
 
@@ -152,6 +158,8 @@ def test_stack_app_environment():
     start_interval = out(f'o.packages.x86_64-linux.compose.entries."{env["WARPWATCH_STACK_START_INTERVAL_FILE"]}".text')
     assert "start_interval" in start_interval
     assert app["text"] == STACK_APP.read_text()
+    # Issue 17: the flake's default declaration has no receiver, and the app is told to say so.
+    assert env["WARPWATCH_STACK_ALERTS_NOTICE"].startswith("No alert receiver is declared")
     assert out("o.apps.x86_64-linux.stack.program") == f"{STORE}warpwatch-stack/bin/warpwatch-stack"
 
 
@@ -228,8 +236,9 @@ def test_dev_shell_has_the_test_tools():
         "{ packages = map (p: p.name) s.packages; python = (builtins.elemAt s.packages "
         "(builtins.length s.packages - 1)).modules; }"
     )
-    names = {n.split("-1-from")[0].split("-3.14.0")[0] for n in shell["packages"]}
+    names = {n.split("-1-from")[0].split("-3.14.0")[0].split("-0.28.1")[0].split("-1.9.1")[0] for n in shell["packages"]}
     for tool in ("cargo", "rustc", "clippy", "rustfmt", "prometheus", "prometheus-cli", "docker-compose", "docker-client",
-                 "yamllint", "shellcheck", "acl", "systemd", "jq", "nix", "nixfmt", "wrk", "util-linux"):
+                 "yamllint", "shellcheck", "acl", "systemd", "jq", "nix", "nixfmt", "wrk", "util-linux",
+                 "alertmanager", "node_exporter"):
         assert tool in names, tool
     assert shell["python"] == ["pytest", "pyyaml"]

@@ -379,3 +379,22 @@ def test_the_start_interval_file_sets_only_start_interval_for_every_service(comp
         assert "start_interval" not in base[name]["healthcheck"], name
     declared = declaration()["healthcheck"]["startIntervalSeconds"]
     assert {s["healthcheck"]["start_interval"] for s in extra.values()} == {f"{declared}s"}
+
+
+def test_up_says_once_that_no_alert_receiver_is_declared(env):
+    # Issue 17: with no receiver, the stack runs and says so plainly, once per `up`.
+    env.install_fake_docker()
+    notice = eval_specs("specs.alertsNotice")
+    assert "No alert receiver is declared" in notice and "alerts.receivers" in notice
+    proc = env.run("up", extra_env={"WARPWATCH_STACK_ALERTS_NOTICE": notice})
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout + proc.stderr).count("No alert receiver is declared") == 1, proc.stdout
+
+
+def test_up_is_quiet_about_alerts_once_a_receiver_is_declared(env):
+    env.install_fake_docker()
+    notice = eval_specs("specs.alertsNotice", '{ alerts.receivers.oncall.webhook.urlFile = "/run/keys/oncall-url"; }')
+    assert notice == ""
+    proc = env.run("up", extra_env={"WARPWATCH_STACK_ALERTS_NOTICE": notice})
+    assert proc.returncode == 0, proc.stderr
+    assert "receiver" not in proc.stdout + proc.stderr

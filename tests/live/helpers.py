@@ -6,6 +6,8 @@ image — assembled here as `docker load` archives (never pulled). What runs ins
 
 - warpwatch: the release build of this repository (WARPWATCH_BIN);
 - prometheus: Debian's real Prometheus binary (with the shared libraries `ldd` lists);
+- alertmanager, node-exporter: Debian's real prometheus-alertmanager and prometheus-node-exporter
+  binaries, the same way (issue 17);
 - loki, promtail, alloy, grafana: the contract-checking stand-in of tests/live/standin.rs.
 
 The stack is started the way a user starts it, by the stack app (nix/stack-app.sh `up`), with
@@ -49,8 +51,8 @@ def evaluate(overrides: str) -> dict:
     packages = {name: {"version": tag, "path": store_path(name, tag)} for name, tag in tags.items()}
     return nix_eval(
         f"let specs = import ./nix/stack/image-specs.nix {{ packages = {nix_value(packages)}; overrides = {overrides}; }}; in "
-        "{ inherit (specs) images composeServices urls upTimeoutSeconds stack; project = specs.api.compose.project; "
-        "startIntervalFile = specs.api.compose.startIntervalFile; }"
+        "{ inherit (specs) images composeServices urls upTimeoutSeconds alertsNotice stack; "
+        "project = specs.api.compose.project; startIntervalFile = specs.api.compose.startIntervalFile; }"
     )
 
 
@@ -104,8 +106,15 @@ class Rootfs:
         return self.buffer.getvalue()
 
 
+# Files a Debian binary reads besides its libraries: Debian's Alertmanager loads its default
+# notification templates from /usr/share (the upstream and nixpkgs binaries embed them).
+DEBIAN_DATA = {"alertmanager": ["/usr/share/prometheus/alertmanager/default.tmpl", "/usr/share/prometheus/alertmanager/email.tmpl"]}
+
+
 def layer_for(name: str, image: dict, binaries: dict[str, Path]) -> bytes:
     root = Rootfs()
+    for path in DEBIAN_DATA.get(name, []):
+        root.file(path, Path(path).read_bytes())
     for directory in image["directories"]:
         root.directory(directory["path"], int(directory["owner"]), int(directory["mode"], 8))
     # What fakeNss provides, plus the spec's own lines.
@@ -113,10 +122,12 @@ def layer_for(name: str, image: dict, binaries: dict[str, Path]) -> bytes:
     group = ["root:x:0:", "nobody:x:65534:", *image["group"]]
     root.file("/etc/passwd", ("\n".join(passwd) + "\n").encode())
     root.file("/etc/group", ("\n".join(group) + "\n").encode())
-    for content in image["contents"]:
-        root.program(f"/bin/{content}", binaries[content])
     entrypoint = image["config"]["Entrypoint"][0]
-    assert entrypoint == f"/bin/{name}", f"{name}: the spec's entry point {entrypoint} is not its binary"
+    assert entrypoint.startswith("/bin/"), f"{name}: the spec's entry point {entrypoint} is not under /bin"
+    for content in image["contents"]:
+        # The service's own binary where the spec's entry point names it (the node exporter's keeps
+        # its upstream name, node_exporter); the others (the probe) under their package name.
+        root.program(entrypoint if content == name else f"/bin/{content}", binaries[content])
     return root.close()
 
 
@@ -155,7 +166,7 @@ def build_archives(specs: dict, binaries: dict[str, Path]) -> dict[str, Path]:
     archives = {}
     for name in specs["composeServices"]:
         image = specs["images"][name]
-        inputs = [json.dumps(image, sort_keys=True)]
+        inputs = [json.dumps(image, sort_keys=True)] + [file_digest(Path(p)) for p in DEBIAN_DATA.get(name, [])]
         for content in image["contents"]:
             inputs += [file_digest(binaries[content])] + [file_digest(lib) for lib in shared_libraries(binaries[content])]
         key = hashlib.sha256("\n".join(inputs).encode()).hexdigest()[:24]
@@ -204,6 +215,7 @@ class Stack:
             "WARPWATCH_STACK_COMPOSE": str(self.write_store_copy()),
             "WARPWATCH_STACK_IMAGES": "\n".join(lines),
             "WARPWATCH_STACK_URLS": specs["urls"],
+            "WARPWATCH_STACK_ALERTS_NOTICE": specs["alertsNotice"],
             "WARPWATCH_STACK_SECRET_READER_UID": str(specs["stack"]["services"]["grafana"]["uid"]),
             "WARPWATCH_STACK_DOCKER_COMPOSE": compose,
             "WARPWATCH_STACK_UP_TIMEOUT": str(specs["upTimeoutSeconds"]),
@@ -313,6 +325,16 @@ def prometheus_binary() -> Path:
     return Path(os.path.realpath(require_tool("prometheus")))
 
 
+def debian_binaries() -> dict[str, Path]:
+    """The real programs the images run, by service (issue 17 adds Alertmanager and the node
+    exporter, from Debian's prometheus-alertmanager and prometheus-node-exporter)."""
+    return {
+        "prometheus": prometheus_binary(),
+        "alertmanager": Path(os.path.realpath(require_tool("prometheus-alertmanager"))),
+        "node-exporter": Path(os.path.realpath(require_tool("prometheus-node-exporter"))),
+    }
+
+
 @contextlib.contextmanager
 def running_stack(engine, warpwatch_bin: Path, tmp: Path, overrides: str = ""):
     """The stack brought up by the stack app's `up` on `engine` (declaration + `overrides`, a Nix
@@ -320,7 +342,7 @@ def running_stack(engine, warpwatch_bin: Path, tmp: Path, overrides: str = ""):
     # dockerd's data root is the engine's own: the shipper reads the json-file logs there.
     specs = evaluate(f'{{ containerLogs.hostDir = "{engine.data_root}/containers"; {overrides} }}')
     standin = build_standin()
-    binaries = {"warpwatch": warpwatch_bin, "prometheus": prometheus_binary()}
+    binaries = {"warpwatch": warpwatch_bin, **debian_binaries()}
     binaries |= {name: standin for name in STANDIN_SERVICES}
     started = time.monotonic()
     archives = build_archives(specs, binaries)

@@ -33,6 +33,12 @@ def test_up_through_the_stack_app_prints_the_urls_and_a_password(stack):
     assert PASSWORD_LINE.search(out), out
 
 
+def test_up_says_once_that_no_alert_receiver_is_declared(stack):
+    # Issue 17: the default declaration has no receiver; the stack runs and the app says so.
+    out = stack.first_up.stdout + stack.first_up.stderr
+    assert out.count("No alert receiver is declared") == 1, out
+
+
 def test_every_service_healthy_within_one_interval_plus_5s(stack):
     # Issue 8, defect 6: it took ~2 minutes behind three health-gated depends_on levels.
     healthy = time_to_healthy(stack)

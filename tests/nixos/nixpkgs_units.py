@@ -6,7 +6,7 @@ NixOS harness), which render exactly these values plus ours.
 
 `merge_unit` combines them with the mapping's values the way the module system does: a plain
 definition (nixpkgs' or ours) beats a default (mkDefault), lists of one priority concatenate, and
-two different plain values for one directive are a conflict.
+two different values of one priority for one directive are a conflict.
 """
 
 _COMMON = {
@@ -76,6 +76,108 @@ NIXPKGS_SERVICE_CONFIG = {
 }
 
 
+# Issue 17. nixos/modules/services/monitoring/prometheus/alertmanager.nix: every value plain.
+ALERTMANAGER_SERVICE_CONFIG = {
+    "CapabilityBoundingSet": [""],
+    "DeviceAllow": [""],
+    "DynamicUser": True,
+    "NoNewPrivileges": True,
+    "MemoryDenyWriteExecute": True,
+    "LockPersonality": True,
+    "ProtectProc": "invisible",
+    "ProtectSystem": "strict",
+    "ProtectHome": "tmpfs",
+    "PrivateTmp": True,
+    "PrivateDevices": True,
+    "PrivateIPC": True,
+    "ProcSubset": "pid",
+    "ProtectHostname": True,
+    "ProtectClock": True,
+    "ProtectKernelTunables": True,
+    "ProtectKernelModules": True,
+    "ProtectKernelLogs": True,
+    "ProtectControlGroups": True,
+    "Restart": "always",
+    "RestrictAddressFamilies": ["AF_INET", "AF_INET6", "AF_NETLINK"],
+    "RestrictNamespaces": True,
+    "RestrictRealtime": True,
+    "RestrictSUIDSGID": True,
+    "StateDirectory": "alertmanager",
+    "SystemCallFilter": ["@system-service", "~@cpu-emulation", "~@privileged", "~@reboot", "~@setuid", "~@swap"],
+    "WorkingDirectory": "/tmp",
+}
+# Where its preStart writes the configuration after envsubst, and ExecStart reads it.
+ALERTMANAGER_CONFIG = "/tmp/alert-manager-substituted.yaml"
+
+
+def _default(value) -> dict:
+    return {"_type": "override", "priority": 1000, "content": value}
+
+
+def alertmanager_unit(options: dict, package: str, envsubst: str, config_file: str) -> dict:
+    """systemd.services.alertmanager as alertmanager.nix builds it from its (resolved) options;
+    `config_file` is the store file of the configuration (`configuration` as JSON)."""
+    args = [
+        *options.get("extraFlags", []),
+        f"--config.file {ALERTMANAGER_CONFIG}",
+        f"--web.listen-address {options['listenAddress']}:{options['port']}",
+        "--log.level warn",
+        "--storage.path /var/lib/alertmanager",
+        "",  # toString of the empty clusterPeers list
+    ]
+    return {
+        "wantedBy": ["multi-user.target"],
+        "wants": ["network-online.target"],
+        "after": ["network-online.target"],
+        "preStart": f'{envsubst}/bin/envsubst -o "{ALERTMANAGER_CONFIG}" \\\n  -i "{config_file}"\n',
+        "serviceConfig": {
+            **ALERTMANAGER_SERVICE_CONFIG,
+            "ExecStart": f"{package}/bin/alertmanager \\\n  " + " \\\n  ".join(args),
+        },
+    }
+
+
+def node_exporter_unit(options: dict, package: str) -> dict:
+    """systemd.services.prometheus-node-exporter as exporters.nix (the generic exporter unit, some
+    values mkDefault) and exporters/node.nix (default collectors: timex and netdev on) build it."""
+    return {
+        "wantedBy": ["multi-user.target"],
+        "after": ["network.target"],
+        "serviceConfig": {
+            "Restart": _default("always"),
+            "PrivateTmp": _default(True),
+            "WorkingDirectory": _default("/tmp"),
+            "DynamicUser": False,
+            "User": _default("node-exporter"),
+            "Group": "node-exporter",
+            "CapabilityBoundingSet": _default([""]),
+            "DeviceAllow": [""],
+            "LockPersonality": True,
+            "MemoryDenyWriteExecute": True,
+            "NoNewPrivileges": True,
+            "PrivateDevices": _default(True),
+            "ProtectClock": False,
+            "ProtectControlGroups": True,
+            "ProtectHome": True,
+            "ProtectHostname": True,
+            "ProtectKernelLogs": True,
+            "ProtectKernelModules": True,
+            "ProtectKernelTunables": True,
+            "ProtectSystem": _default("strict"),
+            "RemoveIPC": True,
+            "RestrictAddressFamilies": ["AF_INET", "AF_INET6", "AF_NETLINK"],
+            "RestrictNamespaces": True,
+            "RestrictRealtime": True,
+            "RestrictSUIDSGID": True,
+            "SystemCallArchitectures": "native",
+            "UMask": "0077",
+            "RuntimeDirectory": "prometheus-node-exporter",
+            "ExecStart": f"{package}/bin/node_exporter \\\n  \\\n  \\\n  "
+            f"--web.listen-address {options['listenAddress']}:{options['port']} \n",
+        },
+    }
+
+
 def _priority(value) -> tuple[int, object]:
     if isinstance(value, dict) and value.get("_type") == "override":
         return value["priority"], value["content"]
@@ -86,7 +188,7 @@ def merge_unit(nixpkgs: dict, ours: dict) -> dict:
     """serviceConfig of a unit both nixpkgs' module (plain values) and the mapping define."""
     merged = {}
     for key in nixpkgs.keys() | ours.keys():
-        definitions = [(100, nixpkgs[key])] if key in nixpkgs else []
+        definitions = [_priority(nixpkgs[key])] if key in nixpkgs else []
         if key in ours:
             definitions.append(_priority(ours[key]))
         best = min(priority for priority, _ in definitions)

@@ -29,8 +29,11 @@ def active(shipper: str) -> list[str]:
 
 
 def unit_of(name: str, shipper: str) -> str:
-    """The shipper runs in a unit of the stack's own; the others under their service's name."""
-    return f"warpwatch-{name}" if name == shipper else name
+    """The shipper runs in a unit of the stack's own; the node exporter in nixpkgs' unit; the
+    others under their service's name."""
+    if name == shipper:
+        return f"warpwatch-{name}"
+    return "prometheus-node-exporter" if name == "node-exporter" else name
 
 
 @pytest.fixture(scope="module", params=SHIPPERS)
@@ -83,7 +86,7 @@ def test_a_host_journald_config_without_a_total_cap_is_warned_about():
 
 def test_rotation_override_reaches_the_journal_limits():
     text = merged(mapping({"logging": {"maxSizeMiB": 20, "maxFiles": 5}}))["services"]["journald"]["extraConfig"]
-    assert "SystemMaxFileSize=20M" in text and "SystemMaxUse=500M" in text
+    assert "SystemMaxFileSize=20M" in text and f"SystemMaxUse={20 * 5 * len(spec.SERVICES)}M" in text
 
 
 def test_healthcheck_timer_per_service(shipped):

@@ -14,7 +14,8 @@ handling of nixos/lib/systemd-unit-options.nix. This module follows those rules,
   PATH included: the unit's `path` plus NixOS' default coreutils, findutils, gnugrep, gnused and
   systemd, as `<p>/bin` for each then `<p>/sbin` for each. Then `serviceConfig`. `script` becomes
   ExecStart=<store>/bin/<name>-start plus " " + scriptArgs (so a trailing space), a bash script
-  starting `set -e` (writeShellScriptBin, enableStrictShellChecks off).
+  starting `set -e` (writeShellScriptBin, enableStrictShellChecks off); `preStart` likewise
+  becomes ExecStartPre=<store>/bin/<name>-pre-start.
 - [Timer]: `timerConfig`. [Install]: WantedBy= space-joined; NixOS also links the unit into
   <target>.wants/ itself, which `wants_links` reproduces.
 - /etc/systemd/journald.conf (nixos/modules/system/boot/systemd/journald.nix): one [Journal]
@@ -158,11 +159,15 @@ def render_service(name: str, unit: dict, store: Store, packages: dict, bash: st
     with (pkgs.runtimeShell)."""
     unit = plain(unit)
     service = dict(unit.get("serviceConfig", {}))
+    script_name = name.replace("\\", "-").replace("@", "_")
     if unit.get("script"):
-        script_name = name.replace("\\", "-").replace("@", "_")
         text = f"#!{bash}/bin/bash\nset -e\n\n{unit['script']}"
         program = store.add(f"unit-script-{script_name}-start", f"bin/{script_name}-start", text, mode=0o555)
         service["ExecStart"] = program + " " + unit.get("scriptArgs", "")
+    if unit.get("preStart"):
+        text = f"#!{bash}/bin/bash\nset -e\n\n{unit['preStart']}"
+        program = store.add(f"unit-script-{script_name}-pre-start", f"bin/{script_name}-pre-start", text, mode=0o555)
+        service["ExecStartPre"] = [program]
     path = [*unit.get("path", []), *(packages[p] for p in DEFAULT_PATH)]
     environment = {
         **unit.get("environment", {}),

@@ -299,7 +299,7 @@ def test_every_dashboard_datasource_uid_is_provisioned(project):
         (d["type"], d["uid"]) for d in yaml.safe_load(files["grafana/provisioning/datasources/datasources.yml"])["datasources"]
     }
     dashboards = sorted(DASHBOARDS.glob("*.json"))
-    assert {p.name for p in dashboards} == {"service.json", "logs.json", "stack.json"}
+    assert {p.name for p in dashboards} == {"service.json", "logs.json", "stack.json", "host.json"}
     uids = set()
     for path in dashboards:
         dashboard = json.loads(path.read_text())

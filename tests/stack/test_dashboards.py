@@ -135,3 +135,31 @@ def test_a_connections_row_shows_open_against_cap_evictions_and_errors_by_kind(p
         assert any(re.search(what, e) for e in queries), what
     (open_vs_cap,) = [p for p in below if "warpwatch_connections_open" in " ".join(exprs(p))]
     assert any("warpwatch_connections_max" in e for e in exprs(open_vs_cap)), "open and cap on one panel"
+
+
+# Issue 17: what an SRE opens first about the machine, one panel each, all from the node exporter.
+HOST_PANELS = {
+    "CPU busy": [r'node_cpu_seconds_total\{job="node-exporter", mode="idle"\}'],
+    "Memory": [r"node_memory_MemAvailable_bytes", r"node_memory_MemTotal_bytes"],
+    "Load average": [r"node_load1\{", r"node_load5\{", r"node_load15\{"],
+    "Disk space available": [r"node_filesystem_avail_bytes"],
+    "Disk I/O": [r"node_disk_read_bytes_total", r"node_disk_written_bytes_total"],
+    "Network": [r"node_network_receive_bytes_total", r"node_network_transmit_bytes_total"],
+    "Filesystem fill, now and predicted in 4 hours": [r"predict_linear\(node_filesystem_avail_bytes"],
+}
+
+
+def test_host_dashboard_shows_cpu_memory_load_disks_network_and_fill():
+    dashboard = json.loads((DASHBOARDS / "host.json").read_text())
+    panels = {p["title"]: p for p in dashboard["panels"]}
+    assert set(panels) == set(HOST_PANELS)
+    for title, needed in HOST_PANELS.items():
+        for what in needed:
+            assert any(re.search(what, e) for e in exprs(panels[title])), (title, what)
+        for expr in exprs(panels[title]):
+            assert 'job="node-exporter"' in expr, (title, expr)
+
+
+def test_host_dashboard_thresholds_are_the_alert_thresholds():
+    panels = {p["title"]: p for p in json.loads((DASHBOARDS / "host.json").read_text())["panels"]}
+    assert thresholds(panels["CPU busy"]) == {alert_threshold("HostCpuSaturated")}

@@ -8,7 +8,14 @@ import yaml
 
 from tests import spec
 from tests.conftest import ROOT, dashboard_targets, nix_eval, require_tool, substitute
-from tests.stack.helpers import REQUIRED_ALERTS, render_compose, render_yaml, stack_expr, write_prometheus_host_config
+from tests.stack.helpers import (
+    REQUIRED_ALERTS,
+    STATIC_ALERTS,
+    render_compose,
+    render_yaml,
+    stack_expr,
+    write_prometheus_host_config,
+)
 
 ALERTS = ROOT / "configs" / "prometheus" / "alerts.yml"
 ALERT_TESTS = ROOT / "configs" / "prometheus" / "alerts.test.yml"
@@ -29,10 +36,15 @@ def promtool(*args, cwd=None) -> str:
 def test_host_rendering_passes_promtool_and_scrapes_loopback(tmp_path):
     config = write_prometheus_host_config(tmp_path)
     promtool("check", "config", str(config))
-    scrape = yaml.safe_load(config.read_text())["scrape_configs"]
+    rendered = yaml.safe_load(config.read_text())
+    scrape = rendered["scrape_configs"]
     assert {c["job_name"] for c in scrape} == JOBS
     for job in scrape:
         assert job["static_configs"][0]["targets"] == [f"127.0.0.1:{spec.PORTS[job['job_name']]}"]
+        assert job["relabel_configs"] == [{"target_label": "service", "replacement": job["job_name"]}]
+    assert rendered["alerting"] == {
+        "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{spec.PORTS['alertmanager']}"]}]}]
+    }
 
 
 def test_compose_rendering_passes_promtool_and_scrapes_service_names(tmp_path):
@@ -43,6 +55,11 @@ def test_compose_rendering_passes_promtool_and_scrapes_service_names(tmp_path):
     assert {c["job_name"] for c in scrape} == JOBS
     for job in scrape:
         assert job["static_configs"][0]["targets"] == [f"{job['job_name']}:{spec.PORTS[job['job_name']]}"]
+        # Issue 17: every series carries the `service` the alert routes group and inhibit by.
+        assert job["relabel_configs"] == [{"target_label": "service", "replacement": job["job_name"]}]
+    assert config["alerting"] == {
+        "alertmanagers": [{"static_configs": [{"targets": [f"alertmanager:{spec.PORTS['alertmanager']}"]}]}]
+    }
     # The container sees ./prometheus at /etc/prometheus: check the file with that mount applied.
     mount = "/etc/prometheus/"
     assert all(f.startswith(mount) for f in config["rule_files"])
@@ -64,13 +81,109 @@ def test_static_alerts_check_and_unit_tests_pass():
     out = promtool("test", "rules", str(ALERT_TESTS))
     assert "SUCCESS" in out
     # Every alert has a firing and a quiet case in the unit tests.
-    alerts = [r["alert"] for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"] if "alert" in r]
-    assert set(alerts) >= REQUIRED_ALERTS
+    rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"] if "alert" in r]
+    alerts = [r["alert"] for r in rules]
+    assert set(alerts) == STATIC_ALERTS
     tests = yaml.safe_load(ALERT_TESTS.read_text())["tests"]
     for alert in alerts:
         cases = [c for t in tests for c in t["alert_rule_test"] if c["alertname"] == alert]
         assert any(c["exp_alerts"] for c in cases), f"{alert} never shown firing"
         assert any(not c["exp_alerts"] for c in cases), f"{alert} never shown quiet"
+
+
+def rendered_alert_rules(overrides: str = "{ }") -> list[dict]:
+    text = nix_eval(stack_expr("s.configs.rules", overrides))
+    return [r for g in yaml.safe_load(text)["groups"] for r in g["rules"] if "alert" in r]
+
+
+def test_every_alert_carries_a_known_severity():
+    # Issue 17: the routes send "page" and "ticket" to their receivers; any other value would
+    # fall through to the default receiver unnoticed.
+    rules = rendered_alert_rules()
+    assert {r["alert"] for r in rules} == REQUIRED_ALERTS
+    for rule in rules:
+        assert rule["labels"]["severity"] in spec.SEVERITIES, rule["alert"]
+
+
+def target_down_test(tmp_path, overrides: str, cases: list[dict], series: list[dict]) -> subprocess.CompletedProcess:
+    """promtool test rules on the rendered rules file (recording + TargetDown + static alerts)."""
+    (tmp_path / "rules.yml").write_text(nix_eval(stack_expr("s.configs.rules", overrides)))
+    test = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "15s",
+        "tests": [{"interval": "15s", "input_series": series, "alert_rule_test": cases}],
+    }
+    (tmp_path / "test.yml").write_text(json.dumps(test))
+    return run_promtool("test", "rules", "test.yml", cwd=tmp_path)
+
+
+def target_down(service: str, port: int, description_for: str) -> dict:
+    return {
+        "exp_labels": {"severity": "page", "job": service, "service": service, "instance": f"{service}:{port}"},
+        "exp_annotations": {
+            "summary": f"Target {service}:{port} of {service} is down",
+            "description": f"Prometheus has failed to scrape {service} for {description_for}.",
+        },
+    }
+
+
+# up as the compose scrape jobs label it: a down warpwatch, a healthy Grafana, a host whose node
+# exporter stopped answering.
+TARGET_SERIES = [
+    {"series": f'up{{job="warpwatch", service="warpwatch", instance="warpwatch:{spec.PORTS["warpwatch"]}"}}', "values": "0x20"},
+    {"series": f'up{{job="grafana", service="grafana", instance="grafana:{spec.PORTS["grafana"]}"}}', "values": "1x20"},
+    {
+        "series": f'up{{job="node-exporter", service="node-exporter", instance="node-exporter:{spec.PORTS["node-exporter"]}"}}',
+        "values": "1x3 0x17",
+    },
+]
+
+
+def test_target_down_fires_after_its_declared_for_and_covers_the_host(tmp_path):
+    """TargetDown (declared `for`: 2 minutes) fires for the down service and, once its exporter has
+    been silent as long, for the host; never for the healthy Grafana."""
+    proc = target_down_test(
+        tmp_path,
+        "{ }",
+        [
+            {"eval_time": "1m45s", "alertname": "TargetDown", "exp_alerts": []},
+            {"eval_time": "2m", "alertname": "TargetDown", "exp_alerts": [target_down("warpwatch", spec.PORTS["warpwatch"], "2m")]},
+            {
+                "eval_time": "3m",
+                "alertname": "TargetDown",
+                "exp_alerts": [
+                    target_down("warpwatch", spec.PORTS["warpwatch"], "2m"),
+                    target_down("node-exporter", spec.PORTS["node-exporter"], "2m"),
+                ],
+            },
+        ],
+        TARGET_SERIES,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_target_down_for_is_overridden_through_the_declaration(tmp_path):
+    proc = target_down_test(
+        tmp_path,
+        "{ alerts.targetDownForSeconds = 30; }",
+        [
+            {"eval_time": "15s", "alertname": "TargetDown", "exp_alerts": []},
+            {"eval_time": "30s", "alertname": "TargetDown", "exp_alerts": [target_down("warpwatch", spec.PORTS["warpwatch"], "30s")]},
+        ],
+        TARGET_SERIES,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_target_down_case_can_fail(tmp_path):
+    """The cases above can fail: the default `for` of 2 minutes has not passed at 30 s."""
+    proc = target_down_test(
+        tmp_path,
+        "{ }",
+        [{"eval_time": "30s", "alertname": "TargetDown", "exp_alerts": [target_down("warpwatch", spec.PORTS["warpwatch"], "2m")]}],
+        TARGET_SERIES,
+    )
+    assert proc.returncode != 0 and "TargetDown" in proc.stdout + proc.stderr
 
 
 def test_rendered_rules_record_the_declared_limits(tmp_path):
@@ -99,8 +212,14 @@ def test_memory_alert_fires_from_the_recorded_limit(tmp_path):
             {
                 "interval": "1m",
                 "input_series": [
-                    {"series": 'process_resident_memory_bytes{job="loki", instance="loki:3100"}', "values": f"{int(limit * 0.95)}x10"},
-                    {"series": 'process_resident_memory_bytes{job="grafana", instance="grafana:3000"}', "values": f"{int(limit * 0.2)}x10"},
+                    {
+                        "series": 'process_resident_memory_bytes{job="loki", service="loki", instance="loki:3100"}',
+                        "values": f"{int(limit * 0.95)}x10",
+                    },
+                    {
+                        "series": 'process_resident_memory_bytes{job="grafana", service="grafana", instance="grafana:3000"}',
+                        "values": f"{int(limit * 0.2)}x10",
+                    },
                 ],
                 "alert_rule_test": [
                     {
@@ -108,7 +227,7 @@ def test_memory_alert_fires_from_the_recorded_limit(tmp_path):
                         "alertname": "MemoryNearLimit",
                         "exp_alerts": [
                             {
-                                "exp_labels": {"job": "loki", "severity": "warning"},
+                                "exp_labels": {"job": "loki", "service": "loki", "severity": "ticket"},
                                 "exp_annotations": {
                                     "summary": "loki uses more than 90% of its declared memory limit",
                                     "description": "Resident memory is 95% of the limit in nix/stack/declaration.nix.",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require_tool
+from tests.conftest import require_tool
 from tests.dockerd import CACHE_ROOT, Dockerd
 from tests.nixos.helpers import FAKE, SYSTEM_FAKE, mapping
 from tests.nixos.units import Store, render_system, wants_links

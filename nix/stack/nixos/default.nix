@@ -41,6 +41,7 @@
 #   services.prometheus.globalConfig              nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.scrapeConfigs             nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.ruleFiles                 nixos/modules/services/monitoring/prometheus/default.nix
+#   services.prometheus.alertmanagers             nixos/modules/services/monitoring/prometheus/default.nix
 #   services.loki.enable                          nixos/modules/services/monitoring/loki.nix
 #   services.loki.dataDir                         nixos/modules/services/monitoring/loki.nix
 #   services.loki.configuration (*)               nixos/modules/services/monitoring/loki.nix
@@ -50,14 +51,24 @@
 #   services.grafana.provision.enable             nixos/modules/services/monitoring/grafana.nix
 #   services.grafana.provision.datasources.settings  nixos/modules/services/monitoring/grafana.nix
 #   services.grafana.provision.dashboards.settings   nixos/modules/services/monitoring/grafana.nix
+#   services.prometheus.alertmanager.enable       nixos/modules/services/monitoring/prometheus/alertmanager.nix
+#   services.prometheus.alertmanager.configuration  nixos/modules/services/monitoring/prometheus/alertmanager.nix
+#   services.prometheus.alertmanager.extraFlags   nixos/modules/services/monitoring/prometheus/alertmanager.nix
+#   services.prometheus.alertmanager.listenAddress  nixos/modules/services/monitoring/prometheus/alertmanager.nix
+#   services.prometheus.alertmanager.port         nixos/modules/services/monitoring/prometheus/alertmanager.nix
+#   services.prometheus.exporters.node.enable     nixos/modules/services/monitoring/prometheus/exporters.nix
+#   services.prometheus.exporters.node.listenAddress  nixos/modules/services/monitoring/prometheus/exporters.nix
+#   services.prometheus.exporters.node.port       nixos/modules/services/monitoring/prometheus/exporters.nix
 # On nixpkgs master (26.11), where the evaluated options have `settings` (./nixpkgs-options.nix
-# picks the names), these replace services.journald.extraConfig and the Prometheus options above
-# but enable, enableReload, listenAddress, port and stateDir (checked against master's modules):
+# picks the names), these replace services.journald.extraConfig and the services.prometheus
+# options above but enable, enableReload, listenAddress, port, stateDir, alertmanager.* and
+# exporters.* (checked against master's modules):
 #   services.journald.settings.Journal (*)        nixos/modules/system/boot/systemd/journald.nix
 #   services.prometheus.settings.global (*)       nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.settings.scrape_configs   nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.settings.rule_files       nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.settings.storage.tsdb.retention.time  nixos/modules/services/monitoring/prometheus/default.nix
+#   services.prometheus.settings.alerting.alertmanagers  nixos/modules/services/monitoring/prometheus/default.nix
 # services.promtail is NOT used (nixos-26.05 removed it), nor services.alloy (the host's own
 # pipeline may live there): the log shipper runs in a unit of its own, `unitNames.<shipper>`.
 {
@@ -73,7 +84,13 @@ let
   # services.alloy belongs to the host, which may run its own pipeline there); every other unit
   # is the one its nixpkgs module (or this mapping, for warpwatch) defines.
   unitNames = genAttrs stack.activeServiceNames (
-    name: if name == stack.logShipper then "${stack.project}-${name}" else name
+    name:
+    if name == stack.logShipper then
+      "${stack.project}-${name}"
+    else if name == "node-exporter" then
+      "prometheus-node-exporter"
+    else
+      name
   );
 in
 {
@@ -169,6 +186,7 @@ in
           ourGrafanaSecret
           hostPrometheus
           hostGrafana
+          hostAlertmanager
           endpoints
           urlOf
           ;
@@ -200,6 +218,8 @@ in
               ./loki.nix
               ./grafana.nix
               ./shipper.nix
+              ./alertmanager.nix
+              ./node-exporter.nix
             ]
             ++ map context.healthcheck (builtins.filter (name: name != "warpwatch") stack.activeServiceNames);
           serviceOptions = [

@@ -2,6 +2,7 @@
 # where they win over the stack's defaults, and where each service answers on it.
 {
   stack,
+  configs,
   listenAddress,
   grafana,
   host,
@@ -47,6 +48,19 @@ rec {
     evaluationInterval = seconds stack.prometheus.evaluationIntervalSeconds;
   }
   // host.prometheus or { };
+  # A host's own Alertmanager configuration (or text) replaces the stack's: ./alertmanager.nix.
+  hostAlertmanager = {
+    listenAddress = loopback;
+    port = services.alertmanager.port;
+    configuration = configs.alertmanager { target = "host"; };
+    configText = null;
+  }
+  // host.alertmanager or { };
+  hostNodeExporter = {
+    listenAddress = loopback;
+    port = services.node-exporter.port;
+  }
+  // host.nodeExporter or { };
   hostGrafana = {
     address = grafana.listenAddress;
     port = services.grafana.port;
@@ -72,6 +86,16 @@ rec {
       grafana = {
         address = reachAt hostGrafana.address;
         inherit (hostGrafana) port;
+      };
+      # The host's own Alertmanager and node exporter where it runs them (nixpkgs' default
+      # address "" is every interface).
+      alertmanager = {
+        address = reachAt hostAlertmanager.listenAddress;
+        inherit (hostAlertmanager) port;
+      };
+      node-exporter = {
+        address = reachAt hostNodeExporter.listenAddress;
+        inherit (hostNodeExporter) port;
       };
     };
   urlOf = name: "http://${hostPort endpoints.${name}.address endpoints.${name}.port}";

@@ -62,6 +62,17 @@ in
     inherit scrapeConfigs;
     # A file either way: nixpkgs runs promtool over it at build time.
     ruleFiles = [ (builtins.toFile "${stack.project}-rules.yml" configs.rules) ];
+    # Issue 17: where the stack's alerts go, the host's own Alertmanager if it runs one (added to
+    # the host's list). The one Alertmanager attribute of this file.
+    alertmanagers = [
+      {
+        static_configs = [
+          {
+            targets = [ (hostPort endpoints.alertmanager.address endpoints.alertmanager.port) ];
+          }
+        ];
+      }
+    ];
     global = defaults {
       inherit (promConfig.global) scrape_interval evaluation_interval;
     };

@@ -32,6 +32,10 @@ let
   ];
   secretNames = map (secret: secret.name) grafanaSecrets;
 
+  # The receivers' secret files (webhook URLs, SMTP passwords), mounted from where the user keeps
+  # them: the compose file names the files, never their contents.
+  alertmanagerSecrets = configs.alertmanager.secrets;
+
   volumeOf = name: "${name}-data";
   portOf = name: toString stack.services.${name}.port;
   # Inside its container a service listens on every interface, so the published port reaches it.
@@ -82,6 +86,48 @@ let
           "/etc/promtail/promtail.yml"
         ];
       };
+    alertmanager =
+      service:
+      {
+        command = [
+          "--config.file=/etc/alertmanager/alertmanager.yml"
+          # Silences and the notification log: on the volume, so they survive restarts.
+          "--storage.path=${service.dataDir}"
+          "--web.listen-address=${listenOn "alertmanager"}"
+          # One instance: no gossip listener (it would open port 9094 on every interface).
+          "--cluster.listen-address="
+        ];
+        volumes = [ "./alertmanager:/etc/alertmanager:ro" ];
+      }
+      // (
+        if alertmanagerSecrets != [ ] then
+          { secrets = map (secret: secret.name) alertmanagerSecrets; }
+        else
+          { }
+      );
+    # The host as the node exporter sees it: its /proc, /sys and / read-only, each named by a
+    # --path flag, so the exporter reports the host's CPUs, memory, load, disks and file systems
+    # (mount points as the host names them). No privileges, no capability, and neither the
+    # host's PID namespace (the host's /proc already lists the host's processes) nor its network
+    # namespace: the latter is what the network collector would need to count the host's
+    # interfaces instead of its own container's, and it would take the exporter off the stack's
+    # network onto the host's, where Prometheus cannot reach a loopback listener. See the live
+    # test's network measurement (tests/live/test_live_alerts.py).
+    node-exporter = _: {
+      command = [
+        "--path.procfs=/host/proc"
+        "--path.sysfs=/host/sys"
+        "--path.rootfs=/host/root"
+        "--web.listen-address=${listenOn "node-exporter"}"
+      ];
+      volumes = [
+        "/proc:/host/proc:ro"
+        "/sys:/host/sys:ro"
+        # Not rslave (file systems mounted later would show up without a restart): Docker refuses
+        # it where the host's / is a private mount, as in containers and some CI machines.
+        "/:/host/root:ro"
+      ];
+    };
     grafana = service: {
       environment = {
         GF_PATHS_DATA = service.dataDir;
@@ -196,9 +242,16 @@ let
       # Published services also join a regular bridge so their ports can be bound on the host.
       edge = { };
     };
-    secrets = genAttrs secretNames (name: {
-      file = "./secrets/${name}";
-    });
+    secrets =
+      genAttrs secretNames (name: {
+        file = "./secrets/${name}";
+      })
+      // listToAttrs (
+        map (secret: {
+          inherit (secret) name;
+          value.file = secret.file;
+        }) alertmanagerSecrets
+      );
   };
 
   grafana = configs.grafana { target = "compose"; };
@@ -221,6 +274,7 @@ in
       };
     "prometheus/prometheus.yml" = toYAML (configs.prometheus { target = "compose"; });
     "prometheus/rules.yml" = configs.rules;
+    "alertmanager/alertmanager.yml" = toYAML (configs.alertmanager { target = "compose"; });
     "loki/loki.yml" = toYAML (configs.loki { target = "compose"; });
     "promtail/promtail.yml" = toYAML (configs.promtail { target = "compose"; });
     "grafana/provisioning/datasources/datasources.yml" = toYAML grafana.datasources;

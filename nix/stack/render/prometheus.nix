@@ -1,5 +1,6 @@
-# prometheus.yml as an attribute set: the five scrape jobs of the declaration (the active log
-# shipper's job is named after it), addressed by compose service name or over loopback.
+# prometheus.yml as an attribute set: one scrape job per running service (the active log
+# shipper's job is named after it), addressed by compose service name or over loopback, and the
+# Alertmanager it sends alerts to.
 # Valid for Prometheus 2.42 (promtool here) and 3.x (nixos-26.05): only keys both versions know.
 stack:
 {
@@ -12,6 +13,7 @@ stack:
 let
   inherit (import ../lib.nix) addressOf seconds;
   address = addressOf "configs.prometheus" target;
+  targetOf = name: "${address name}:${toString stack.services.${name}.port}";
 in
 {
   global = {
@@ -35,9 +37,27 @@ in
       metrics_path = service.metricsPath;
       static_configs = [
         {
-          targets = [ "${address name}:${toString service.port}" ];
+          targets = [ (targetOf name) ];
+        }
+      ];
+      # Every series carries `service`, the name the alert routes group and inhibit by, on
+      # every target: a relabelling, so it survives a mapping that renames the job or replaces
+      # the static configs (the NixOS one does both).
+      relabel_configs = [
+        {
+          target_label = "service";
+          replacement = name;
         }
       ];
     }
   ) stack.activeServiceNames;
+  alerting.alertmanagers = [
+    {
+      static_configs = [
+        {
+          targets = [ (targetOf "alertmanager") ];
+        }
+      ];
+    }
+  ];
 }

@@ -1,9 +1,13 @@
-# The Prometheus rules file: recording rules generated from the declaration, followed by the static
-# alert groups of configs/prometheus/alerts.yml. The memory alert divides by
-# `warpwatch:memory_limit_bytes`, so the limits it compares against are the declared ones.
+# The Prometheus rules file: the rules generated from the declaration (the declared memory limits
+# as recording rules, and TargetDown with its declared `for`), followed by the static alert groups
+# of configs/prometheus/alerts.yml. The memory alert divides by `warpwatch:memory_limit_bytes`, so
+# the limits it compares against are the declared ones.
 { stack, toYAML }:
 let
-  recording = toYAML {
+  inherit (import ../lib.nix) duration;
+  targetDownFor = duration stack.alerts.targetDownForSeconds;
+
+  generated = toYAML {
     groups = [
       {
         name = "warpwatch-declared-limits";
@@ -12,8 +16,25 @@ let
           expr = "vector(${toString stack.services.${name}.memoryBytes})";
           labels = {
             job = name;
+            service = name;
           };
         }) stack.activeServiceNames;
+      }
+      {
+        # Every scrape job, the node exporter's too (a host that stops answering).
+        name = "warpwatch-targets";
+        rules = [
+          {
+            alert = "TargetDown";
+            expr = "up == 0";
+            for = targetDownFor;
+            labels.severity = "page";
+            annotations = {
+              summary = "Target {{ $labels.instance }} of {{ $labels.service }} is down";
+              description = "Prometheus has failed to scrape {{ $labels.service }} for ${targetDownFor}.";
+            };
+          }
+        ];
       }
     ];
   };
@@ -33,4 +54,4 @@ let
     else
       afterHeader (builtins.tail lines);
 in
-recording + builtins.concatStringsSep "\n" (afterHeader alertLines)
+generated + builtins.concatStringsSep "\n" (afterHeader alertLines)
