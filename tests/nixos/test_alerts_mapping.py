@@ -5,7 +5,7 @@ credentials; a lived-in host's own Alertmanager and node exporter kept."""
 import json
 
 from tests import spec
-from tests.conftest import nix_eval
+from tests.conftest import nix_eval, nix_value
 from tests.nixos.helpers import is_default, mapping, mapping_raw, merged
 
 RECEIVERS = {
@@ -34,8 +34,6 @@ def failed(config: dict) -> list[str]:
 
 
 def rendered_host_config(overrides: dict) -> dict:
-    from conftest import nix_value
-
     return nix_eval(f'(import ./nix/stack {{ overrides = {nix_value(overrides)}; }}).configs.alertmanager {{ target = "host"; }}')
 
 
@@ -148,7 +146,7 @@ def test_receiver_secret_options_are_strings_so_a_path_is_refused_not_copied():
         "let types = { attrsOf = t: { attrsOf = t; }; anything = \"anything\"; attrs = \"attrs\"; str = \"str\"; "
         "bool = \"bool\"; port = \"port\"; package = \"package\"; nullOr = t: { nullOr = t; }; listOf = t: { listOf = t; }; "
         "enum = values: { enum = values; }; submodule = m: m.options; }; "
-        "m = import ./nix/module.nix { config.services.warpwatch.monitoring.overrides = { }; pkgs = { }; "
+        "m = import ./nix/module.nix { } { config.services.warpwatch.monitoring.overrides = { }; options = { }; pkgs = { }; "
         "lib = { mkOption = o: o; inherit types; mkEnableOption = d: d; literalExpression = t: t; literalMD = t: t; }; }; "
         "a = m.options.services.warpwatch.monitoring.alerts; receiver = a.receivers.type.attrsOf; "
         "in { webhook = receiver.webhook.type.nullOr.urlFile.type; email = receiver.email.type.nullOr.authPasswordFile.type; "
