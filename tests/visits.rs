@@ -244,7 +244,10 @@ fn corrupt_or_unreadable_file_refuses_to_start() {
     std::fs::create_dir(dir.file("visits")).unwrap();
     let (code, stderr) = start_refused(&dir);
     assert_eq!(code, Some(3), "{stderr}");
-    assert!(stderr.contains("cannot read the visits file"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read the visits file") && stderr.contains("it is a directory"),
+        "{stderr}"
+    );
 
     // A link that leads nowhere (to itself): refused, not a fresh 0.
     std::fs::remove_dir(dir.file("visits")).unwrap();
