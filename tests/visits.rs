@@ -244,7 +244,10 @@ fn corrupt_or_unreadable_file_refuses_to_start() {
     std::fs::create_dir(dir.file("visits")).unwrap();
     let (code, stderr) = start_refused(&dir);
     assert_eq!(code, Some(3), "{stderr}");
-    assert!(stderr.contains("cannot read the visits file"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read the visits file") && stderr.contains("it is a directory"),
+        "{stderr}"
+    );
 
     // A link that leads nowhere (to itself): refused, not a fresh 0.
     std::fs::remove_dir(dir.file("visits")).unwrap();
@@ -1101,4 +1104,43 @@ fn each_write_fsyncs_the_file_then_renames_then_fsyncs_the_directory() {
         )),
         "no fsync of the file, rename, fsync of the directory:\n{lines}"
     );
+}
+
+/// A data directory path that cannot be resolved for a while for another reason than being gone
+/// (here a symbolic link on the way turned into a loop) proves nothing either way: writes pause
+/// (503 with the reason) and resume once the path leads to the directory again.
+#[test]
+fn an_unresolvable_data_directory_path_pauses_writes_until_it_resolves() {
+    let top = TempDir::new("path-loop");
+    std::fs::create_dir(top.file("real")).unwrap();
+    let link = top.file("link");
+    std::os::unix::fs::symlink("real", &link).unwrap();
+    let data = link.join("data");
+    let svc = Service::start(Some(&data));
+    let mut conn = Conn::open(svc.addr).unwrap();
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("link", &link).unwrap();
+    assert_eq!(visit_n(&mut conn, 4), 4);
+    assert!(
+        eventually(FLUSH_INTERVAL * 3, || readyz(&svc).0 == 503),
+        "{}",
+        svc.logs()
+    );
+    let said = json_field(&readyz(&svc).1, "reason");
+    assert!(
+        said.contains(&format!(
+            "cannot check the data directory {}",
+            data.display()
+        )),
+        "{said}"
+    );
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("real", &link).unwrap();
+    assert!(
+        eventually(FLUSH_INTERVAL * 3, || readyz(&svc).0 == 200),
+        "{}",
+        svc.logs()
+    );
+    let written = std::fs::read_to_string(top.file("real/data/visits")).unwrap();
+    assert_eq!(written.trim(), "4");
 }
