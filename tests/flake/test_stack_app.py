@@ -411,7 +411,15 @@ ALERTMANAGER_UID = 10006
 ROOTLESS_START = 200000  # the subuid range the rootless tests give the user
 
 
-def run_with_secret(env, file: Path, *, rootless=False, tmp=None):
+# How `up` decides: as root it asks the kernel (setpriv); without setpriv, or with rootless Docker
+# (whose uid it cannot take), it reads owner, mode and ACL.
+HOW = ["root-asks-the-kernel", "reads-mode-and-acl", "rootless-reads-mode-and-acl"]
+
+
+def run_with_secret(env, file: Path, how: str = HOW[0]):
+    rootless = how.startswith("rootless")
+    if how != HOW[0]:
+        (env.sysbin / "setpriv").unlink(missing_ok=True)
     extra = {
         "WARPWATCH_STACK_ALERTMANAGER_UID": str(ALERTMANAGER_UID),
         "WARPWATCH_STACK_ALERTMANAGER_SECRETS": f"oncall.webhook.urlFile {file}\nmail.email.authPasswordFile {file}",
@@ -432,14 +440,14 @@ def assert_refused_before_anything_starts(env, proc, *needles):
     assert not env.state_dir.exists(), "nothing may be written before the checks pass"
 
 
-def secret_file(env, mode: int, acl_uid: int | None = None, mask: str | None = None) -> Path:
+def secret_file(env, mode: int, acl_uid: int | None = None, mask: str | None = None, gid: int = 0) -> Path:
     # In a directory only root may enter: compose mounts the file itself, so only its own
     # permissions count, and the check must not refuse a readable file for its directory.
     directory = env.tmp / "keys"
     directory.mkdir(mode=0o700, exist_ok=True)
     file = directory / "on call url"
     file.write_text("https://hooks.example.org/T0KEN")
-    os.chown(file, 0, 0)
+    os.chown(file, 0, gid)
     file.chmod(mode)
     if acl_uid is not None:
         subprocess.run([require_tool("setfacl"), "-m", f"u:{acl_uid}:r", str(file)], check=True)
@@ -473,12 +481,12 @@ def test_a_directory_as_receiver_secret_file_stops_up(env, as_root):
     )
 
 
-@pytest.mark.parametrize("rootless", [False, True], ids=["root-asks-the-kernel", "rootless-reads-mode-and-acl"])
-def test_a_secret_only_root_may_read_stops_up_with_the_setfacl_fix(env, as_root, rootless):
+@pytest.mark.parametrize("how", HOW)
+def test_a_secret_only_root_may_read_stops_up_with_the_setfacl_fix(env, as_root, how):
     env.install_fake_docker()
     file = secret_file(env, 0o600)
-    uid = ROOTLESS_START + ALERTMANAGER_UID - 1 if rootless else ALERTMANAGER_UID
-    proc = run_with_secret(env, file, rootless=rootless)
+    uid = ROOTLESS_START + ALERTMANAGER_UID - 1 if how.startswith("rootless") else ALERTMANAGER_UID
+    proc = run_with_secret(env, file, how)
     quoted = str(file).replace(" ", "\\ ")
     assert_refused_before_anything_starts(
         env,
@@ -490,13 +498,13 @@ def test_a_secret_only_root_may_read_stops_up_with_the_setfacl_fix(env, as_root,
     )
 
 
-@pytest.mark.parametrize("rootless", [False, True], ids=["root-asks-the-kernel", "rootless-reads-mode-and-acl"])
+@pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("grant", ["acl", "mode-0644"])
-def test_a_secret_alertmanager_may_read_lets_up_proceed_and_is_refused_once_private(env, as_root, rootless, grant):
+def test_a_secret_alertmanager_may_read_lets_up_proceed_and_is_refused_once_private(env, as_root, how, grant):
     env.install_fake_docker()
-    uid = ROOTLESS_START + ALERTMANAGER_UID - 1 if rootless else ALERTMANAGER_UID
+    uid = ROOTLESS_START + ALERTMANAGER_UID - 1 if how.startswith("rootless") else ALERTMANAGER_UID
     file = secret_file(env, 0o600, acl_uid=uid) if grant == "acl" else secret_file(env, 0o644)
-    proc = run_with_secret(env, file, rootless=rootless)
+    proc = run_with_secret(env, file, how)
     assert proc.returncode == 0, proc.stderr
     assert "warning" not in proc.stderr and "Alertmanager" not in proc.stderr, proc.stderr
     assert [c for c in env.calls() if c.startswith("compose ") and " up " in f"{c} "]
@@ -506,17 +514,17 @@ def test_a_secret_alertmanager_may_read_lets_up_proceed_and_is_refused_once_priv
         subprocess.run([require_tool("setfacl"), "-b", str(file)], check=True)
     file.chmod(0o600)
     calls = len(env.calls())
-    again = run_with_secret(env, file, rootless=rootless)
+    again = run_with_secret(env, file, how)
     assert again.returncode == 1 and f"setfacl -m u:{uid}:r" in again.stderr, again.stderr
     assert not [c for c in env.calls()[calls:] if c.startswith("compose ")]
 
 
-@pytest.mark.parametrize("rootless", [False, True], ids=["root-asks-the-kernel", "rootless-reads-mode-and-acl"])
-def test_an_acl_entry_the_mask_cancels_does_not_count(env, as_root, rootless):
+@pytest.mark.parametrize("how", HOW)
+def test_an_acl_entry_the_mask_cancels_does_not_count(env, as_root, how):
     env.install_fake_docker()
-    uid = ROOTLESS_START + ALERTMANAGER_UID - 1 if rootless else ALERTMANAGER_UID
+    uid = ROOTLESS_START + ALERTMANAGER_UID - 1 if how.startswith("rootless") else ALERTMANAGER_UID
     file = secret_file(env, 0o600, acl_uid=uid, mask="---")
-    proc = run_with_secret(env, file, rootless=rootless)
+    proc = run_with_secret(env, file, how)
     assert_refused_before_anything_starts(env, proc, f"setfacl -m u:{uid}:r")
 
 
@@ -526,7 +534,20 @@ def test_rootless_a_group_readable_secret_is_a_warning_not_an_error(env, as_root
     env.install_fake_docker()
     file = secret_file(env, 0o640)
     uid = ROOTLESS_START + ALERTMANAGER_UID - 1
-    proc = run_with_secret(env, file, rootless=True)
+    proc = run_with_secret(env, file, "rootless-reads-mode-and-acl")
     assert proc.returncode == 0, proc.stderr
     assert "warning: cannot tell whether Alertmanager" in proc.stderr
     assert f"setfacl -m u:{uid}:r" in proc.stderr
+
+
+@pytest.mark.parametrize("how", HOW[:2])
+def test_with_rootful_docker_the_group_bits_count_for_alertmanagers_gid(env, as_root, how):
+    # Rootful Docker runs Alertmanager as uid:gid 10006:10006 with no other group.
+    env.install_fake_docker()
+    file = secret_file(env, 0o640, gid=ALERTMANAGER_UID)
+    proc = run_with_secret(env, file, how)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr, proc.stderr
+    os.chown(file, 0, ALERTMANAGER_UID + 1)
+    again = run_with_secret(env, file, how)
+    assert again.returncode == 1 and f"setfacl -m u:{ALERTMANAGER_UID}:r" in again.stderr, again.stderr
