@@ -70,6 +70,7 @@
               docker-compose
               gnugrep
               linkFarm
+              util-linux
               writeShellApplication
               writeText
               ;

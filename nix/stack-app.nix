@@ -7,6 +7,7 @@
   docker-compose,
   gnugrep,
   linkFarm,
+  util-linux,
   writeShellApplication,
   writeText,
   # ./stack/image-specs.nix evaluated for this system.
@@ -30,6 +31,8 @@ let
       coreutils
       docker-client
       gnugrep
+      # setpriv: as root, `up` asks the kernel whether Alertmanager's uid may read its secrets.
+      util-linux
     ];
     runtimeEnv = {
       WARPWATCH_STACK_PROJECT = stack.project;
@@ -44,6 +47,11 @@ let
       WARPWATCH_STACK_START_INTERVAL_FILE = specs.api.compose.startIntervalFile;
       # Grafana's container uid: the only user besides the owner that may read the secret files.
       WARPWATCH_STACK_SECRET_READER_UID = toString stack.services.grafana.uid;
+      # The receivers' secret files `up` checks Alertmanager's uid can read before it starts.
+      WARPWATCH_STACK_ALERTMANAGER_UID = toString stack.services.alertmanager.uid;
+      WARPWATCH_STACK_ALERTMANAGER_SECRETS = lib.concatMapStringsSep "\n" (
+        secret: "${secret.receiver}.${secret.field} ${secret.file}"
+      ) specs.api.configs.alertmanager.secrets;
     };
     text = builtins.readFile ./stack-app.sh;
     meta.description = "Run the ${stack.project} compose stack (up, down, ps, logs) on the local Docker daemon";

@@ -8,6 +8,9 @@
 #   WARPWATCH_STACK_URLS     lines printed once the stack is healthy
 #   WARPWATCH_STACK_ALERTS_NOTICE  printed after them when no alert receiver is declared (may be empty)
 #   WARPWATCH_STACK_SECRET_READER_UID  Grafana's container uid (nix/stack/declaration.nix)
+#   WARPWATCH_STACK_ALERTMANAGER_UID  Alertmanager's container uid (nix/stack/declaration.nix)
+#   WARPWATCH_STACK_ALERTMANAGER_SECRETS  one "<receiver>.<field> <file>" per declared receiver
+#                               secret file (may be empty)
 #   WARPWATCH_STACK_DOCKER_COMPOSE  the pinned docker-compose (nixpkgs) that runs the project
 #   WARPWATCH_STACK_UP_TIMEOUT  seconds `up` waits for every service to turn healthy
 #   WARPWATCH_STACK_START_INTERVAL_FILE  compose file (in the project) with the healthchecks'
@@ -134,8 +137,9 @@ write_secrets() {
 # Compose mounts file secrets as bind mounts that keep their host owner and mode, so Grafana's
 # non-root uid could not read a 0600 file of ours. A POSIX ACL lets that one uid read them; for
 # everyone else they stay 0600. Rootless Docker runs container uid N as host uid (subuid start + N - 1).
+# Args (both optional, Grafana's by default): the container uid and whose it is.
 secret_reader_host_uid() {
-  local uid=$WARPWATCH_STACK_SECRET_READER_UID user name start rest options
+  local uid=${1:-$WARPWATCH_STACK_SECRET_READER_UID} who=${2:-Grafana} user name start rest options
   # Captured first: `| grep -q` would race under pipefail (docker killed by SIGPIPE).
   options=$(docker info --format '{{.SecurityOptions}}' 2>/dev/null || true)
   if [[ $options == *rootless* ]]; then
@@ -146,7 +150,7 @@ secret_reader_host_uid() {
         return 0
       fi
     done <"${WARPWATCH_STACK_SUBUID_FILE:-/etc/subuid}"
-    die "rootless Docker, but /etc/subuid has no range for $user: cannot tell which host uid Grafana runs as"
+    die "rootless Docker, but /etc/subuid has no range for $user: cannot tell which host uid $who runs as"
   fi
   printf '%s\n' "$uid"
 }
@@ -156,6 +160,91 @@ grant_secret_reader() {
   uid=$(secret_reader_host_uid)
   setfacl -m "u:$uid:r" "$secrets_dir/grafana-admin-password" "$secrets_dir/grafana-secret-key" ||
     die "could not let Grafana (host uid $uid) read the secrets in $secrets_dir: setfacl failed. Put XDG_STATE_HOME on a filesystem with POSIX ACLs (ext4, xfs, btrfs, tmpfs)."
+}
+
+# The receivers' secret files are the user's (alerts.receivers.*.*File); compose mounts each with
+# its host owner, mode and ACL, and a file Alertmanager's uid cannot read makes it crash-loop with
+# only a container log line to say why, so `up` checks them before it starts anything.
+# Only the file's own permissions count: the bind mount skips its directories, so `test -r PATH`
+# as that uid would refuse a file in a private directory. As root the kernel decides, asked about
+# the file opened by root; otherwise owner, mode and ACL are read in the kernel's order, and where
+# the answer turns on the container's gid (rootless Docker maps it to an unknown subgid) it is a
+# warning, not an error.
+check_alertmanager_secrets() {
+  [ -n "${WARPWATCH_STACK_ALERTMANAGER_SECRETS:-}" ] || return 0
+  local uid=${WARPWATCH_STACK_ALERTMANAGER_UID:-} host_uid gid field file what owner group mode
+  local acl verdict entry tag qual perm owner_perm named_perm other_perm group_hit group_r groups_r groups_all_r fix
+  [ -n "$uid" ] ||
+    die "WARPWATCH_STACK_ALERTMANAGER_UID is not set: run this through 'nix run .#stack', which sets it"
+  host_uid=$(secret_reader_host_uid "$uid" Alertmanager)
+  # Rootful Docker runs it as uid:gid N:N with no other group (compose `user`, the image's /etc/group).
+  gid=
+  [ "$host_uid" = "$uid" ] && gid=$uid
+  while read -r field file; do
+    [ -n "$field" ] || continue
+    what="alerts.receivers.$field ($file)"
+    if [ ! -e "$file" ]; then
+      if [ "$(id -u)" != 0 ] && [ ! -x "${file%/*}/" ]; then
+        printf '%s: warning: cannot check %s: you may not enter %s. If Alertmanager does not turn healthy, see its log: nix run .#stack -- logs alertmanager\n' \
+          "$prog" "$what" "${file%/*}/" >&2
+        continue
+      fi
+      die "$what does not exist. Write the secret into it (the URL or password alone), or set alerts.receivers.$field to the file that holds it."
+    fi
+    [ -f "$file" ] ||
+      die "$what is not a regular file (it is a $(stat -L -c %F -- "$file")): set alerts.receivers.$field to the file that holds the secret."
+    owner=$(stat -L -c %u -- "$file")
+    group=$(stat -L -c %g -- "$file")
+    mode=$(stat -L -c %a -- "$file")
+    fix="setfacl -m u:$host_uid:r $(printf '%q' "$file")"
+    verdict=unknown
+    if [ "$(id -u)" = 0 ] && [ -n "$gid" ] && command -v setpriv >/dev/null 2>&1; then
+      verdict=no
+      if { setpriv --reuid="$uid" --regid="$gid" --clear-groups test -r /dev/fd/3; } 3<"$file"; then
+        verdict=yes
+      fi
+    elif acl=$(getfacl --absolute-names --omit-header --numeric -- "$file" 2>/dev/null); then
+      owner_perm='' named_perm='' other_perm='' group_hit='' group_r='' groups_r='' groups_all_r=1
+      while IFS= read -r entry; do
+        IFS=: read -r tag qual perm <<<"${entry%%[[:space:]]*}"
+        # A named entry or a group class entry limited by the mask: getfacl prints what is left.
+        [[ $entry == *'#effective:'* ]] && perm=${entry##*#effective:}
+        case "$tag:$qual" in
+          user:) owner_perm=$perm ;;
+          "user:$host_uid") named_perm=$perm ;;
+          group:*)
+            [ -n "$qual" ] || qual=$group
+            if [[ $perm == r* ]]; then groups_r=1; else groups_all_r=''; fi
+            if [ "$qual" = "$gid" ]; then
+              group_hit=1
+              [[ $perm == r* ]] && group_r=1
+            fi
+            ;;
+          other:) other_perm=$perm ;;
+        esac
+      done <<<"$acl"
+      if [ "$owner" = "$host_uid" ]; then
+        [[ $owner_perm == r* ]] && verdict=yes || verdict=no
+      elif [ -n "$named_perm" ]; then
+        [[ $named_perm == r* ]] && verdict=yes || verdict=no
+      elif [ -n "$group_hit" ]; then
+        [ -n "$group_r" ] && verdict=yes || verdict=no
+      elif [ -n "$gid" ] || { [ -n "$groups_all_r" ] && [[ $other_perm == r* ]]; }; then
+        [[ $other_perm == r* ]] && verdict=yes || verdict=no
+      elif [ -z "$groups_r" ] && [[ $other_perm != r* ]]; then
+        verdict=no
+      fi
+    fi
+    case "$verdict" in
+      no)
+        die "Alertmanager cannot read $what: it runs as uid $host_uid on this machine, the file is owner $owner, group $group, mode $mode. Let that uid read it and no one else (as the file's owner or root): $fix -- or make it world-readable: chmod 0644 $(printf '%q' "$file")"
+        ;;
+      unknown)
+        printf '%s: warning: cannot tell whether Alertmanager (uid %s on this machine) may read %s (owner %s, group %s, mode %s): it depends on its group. If it does not turn healthy, let it read the file: %s\n' \
+          "$prog" "$host_uid" "$what" "$owner" "$group" "$mode" "$fix" >&2
+        ;;
+    esac
+  done <<<"$WARPWATCH_STACK_ALERTMANAGER_SECRETS"
 }
 
 load_images() {
@@ -200,6 +289,7 @@ start_interval=
 if engine_has_start_interval; then start_interval=1; fi
 case "$command" in
   up)
+    check_alertmanager_secrets
     write_project
     write_secrets
     load_images

@@ -37,7 +37,11 @@ APT_PACKAGE = {
     "amtool": "prometheus-alertmanager",
     "prometheus-alertmanager": "prometheus-alertmanager",
     "prometheus-node-exporter": "prometheus-node-exporter",
-    **{tool: "coreutils" for tool in ("cat", "chmod", "cp", "env", "id", "mkdir", "mktemp", "mv", "od", "tail", "tr")},
+    "setpriv": "util-linux",
+    **{
+        tool: "coreutils"
+        for tool in ("cat", "chmod", "cp", "env", "id", "mkdir", "mktemp", "mv", "od", "stat", "tail", "test", "tr")
+    },
 }
 
 

@@ -8,7 +8,7 @@ import yaml
 
 from tests import spec
 from tests.conftest import nix_eval
-from tests.flake.helpers import OUTPUTS, STACK_APP
+from tests.flake.helpers import OUTPUTS, STACK_APP, specs_expr
 
 LINUX = ["x86_64-linux", "aarch64-linux"]
 DARWIN = ["x86_64-darwin", "aarch64-darwin"]
@@ -150,6 +150,11 @@ def test_stack_app_environment():
     assert f"grafana: http://{spec.LOOPBACK}:{spec.PORTS['grafana']}/" in env["WARPWATCH_STACK_URLS"].splitlines()
     # The secrets are made readable by the uid Grafana runs as in the compose file.
     assert env["WARPWATCH_STACK_SECRET_READER_UID"] == compose["services"]["grafana"]["user"].split(":")[0]
+    # `up` checks that the receivers' secret files are readable by the uid Alertmanager runs as
+    # (setpriv from util-linux when root); the default declaration has no receiver, so no file.
+    assert env["WARPWATCH_STACK_ALERTMANAGER_UID"] == compose["services"]["alertmanager"]["user"].split(":")[0]
+    assert env["WARPWATCH_STACK_ALERTMANAGER_SECRETS"] == ""
+    assert any(str(i).endswith("-util-linux-1-from-26.05") for i in app["runtimeInputs"]), app["runtimeInputs"]
     # Issue 8, defect 5: the app brings its pinned docker-compose and the docker CLI (nixpkgs).
     assert env["WARPWATCH_STACK_DOCKER_COMPOSE"] == f"{STORE}docker-compose-1-from-26.05/bin/docker-compose"
     assert any(str(i).endswith("-docker-client-1-from-26.05") for i in app["runtimeInputs"]), app["runtimeInputs"]
@@ -161,6 +166,29 @@ def test_stack_app_environment():
     # Issue 17: the flake's default declaration has no receiver, and the app is told to say so.
     assert env["WARPWATCH_STACK_ALERTS_NOTICE"].startswith("No alert receiver is declared")
     assert out("o.apps.x86_64-linux.stack.program") == f"{STORE}warpwatch-stack/bin/warpwatch-stack"
+
+
+def test_stack_app_is_given_every_declared_receiver_secret_file():
+    # nix/stack-app.nix with a declaration that has receivers: one "<receiver>.<field> <file>"
+    # line per secret file, the file last (a path may hold a space).
+    overrides = (
+        '{ alerts = { defaultReceiver = "mail"; receivers = { '
+        'oncall.webhook.urlFile = "/run/keys/on call/url"; '
+        'mail.email = { to = "ops@example.org"; from = "alerts@example.org"; smarthost = "smtp.example.org:587"; '
+        'authUsername = "alerts"; authPasswordFile = "/run/keys/smtp"; }; }; }; }'
+    )
+    env = nix_eval(
+        f"let pkgs = (import ./tests/flake/fake-nixpkgs.nix \"26.05\").legacyPackages.x86_64-linux; "
+        f"specs = {specs_expr(overrides)}; "
+        "app = import ./nix/stack-app.nix { inherit (pkgs) lib acl coreutils docker-client docker-compose "
+        "gnugrep linkFarm util-linux writeShellApplication writeText; inherit specs; "
+        "images = pkgs.lib.genAttrs specs.composeServices (name: \"/images/${name}\"); }; "
+        "in app.stack-app.runtimeEnv"
+    )
+    assert sorted(env["WARPWATCH_STACK_ALERTMANAGER_SECRETS"].splitlines()) == [
+        "mail.email.authPasswordFile /run/keys/smtp",
+        "oncall.webhook.urlFile /run/keys/on call/url",
+    ]
 
 
 def test_default_app_runs_the_wrapper_with_the_declared_port():

@@ -15,7 +15,10 @@ from tests.conftest import require_tool, write_files
 from tests.flake.helpers import STACK_APP, declaration, eval_specs, tool_dir
 
 # What the script itself calls (coreutils, grep, bash), without docker.
-BASE_TOOLS = ["bash", "cat", "chmod", "cp", "grep", "id", "mkdir", "mktemp", "mv", "od", "setfacl", "tail", "tr", "env"]
+BASE_TOOLS = [
+    "bash", "cat", "chmod", "cp", "grep", "id", "mkdir", "mktemp", "mv", "od", "setfacl", "tail", "tr", "env",
+    "stat", "getfacl", "setpriv", "test",
+]
 
 FAKE_DOCKER = r"""#!/usr/bin/env bash
 # Records every call; behaviour chosen by FAKE_* variables.
@@ -398,3 +401,153 @@ def test_up_is_quiet_about_alerts_once_a_receiver_is_declared(env):
     proc = env.run("up", extra_env={"WARPWATCH_STACK_ALERTS_NOTICE": notice})
     assert proc.returncode == 0, proc.stderr
     assert "receiver" not in proc.stdout + proc.stderr
+
+
+# --- the receivers' secret files: readable by Alertmanager's uid, checked before anything starts --
+
+# Alertmanager's container uid as the flake passes it (WARPWATCH_STACK_ALERTMANAGER_UID; that it
+# is the declaration's is checked in test_outputs.py). Not root, not the tests' user.
+ALERTMANAGER_UID = 10006
+ROOTLESS_START = 200000  # the subuid range the rootless tests give the user
+
+
+# How `up` decides: as root it asks the kernel (setpriv); without setpriv, or with rootless Docker
+# (whose uid it cannot take), it reads owner, mode and ACL.
+HOW = ["root-asks-the-kernel", "reads-mode-and-acl", "rootless-reads-mode-and-acl"]
+
+
+def run_with_secret(env, file: Path, how: str = HOW[0]):
+    rootless = how.startswith("rootless")
+    if how != HOW[0]:
+        (env.sysbin / "setpriv").unlink(missing_ok=True)
+    extra = {
+        "WARPWATCH_STACK_ALERTMANAGER_UID": str(ALERTMANAGER_UID),
+        "WARPWATCH_STACK_ALERTMANAGER_SECRETS": f"oncall.webhook.urlFile {file}\nmail.email.authPasswordFile {file}",
+    }
+    if rootless:
+        user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+        subuid = env.tmp / "subuid"
+        subuid.write_text(f"{user}:{ROOTLESS_START}:65536\n")
+        extra |= {"FAKE_ROOTLESS": "1", "WARPWATCH_STACK_SUBUID_FILE": str(subuid)}
+    return env.run("up", extra_env=extra)
+
+
+def assert_refused_before_anything_starts(env, proc, *needles):
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)
+    assert not [c for c in env.calls() if c.startswith("compose ") or c.startswith("image")], env.calls()
+    assert not env.state_dir.exists(), "nothing may be written before the checks pass"
+
+
+def secret_file(env, mode: int, acl_uid: int | None = None, mask: str | None = None, gid: int = 0) -> Path:
+    # In a directory only root may enter: compose mounts the file itself, so only its own
+    # permissions count, and the check must not refuse a readable file for its directory.
+    directory = env.tmp / "keys"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    file = directory / "on call url"
+    file.write_text("https://hooks.example.org/T0KEN")
+    os.chown(file, 0, gid)
+    file.chmod(mode)
+    if acl_uid is not None:
+        subprocess.run([require_tool("setfacl"), "-m", f"u:{acl_uid}:r", str(file)], check=True)
+    if mask is not None:
+        subprocess.run([require_tool("setfacl"), "-m", f"m::{mask}", str(file)], check=True)
+    return file
+
+
+@pytest.fixture
+def as_root():
+    if os.geteuid() != 0:
+        pytest.fail("these tests chown files to root and ask the kernel as root (setpriv): run pytest as root")
+
+
+def test_a_missing_receiver_secret_file_stops_up(env, as_root):
+    env.install_fake_docker()
+    missing = env.tmp / "keys" / "oncall-url"
+    proc = run_with_secret(env, missing)
+    assert_refused_before_anything_starts(
+        env, proc, f"alerts.receivers.oncall.webhook.urlFile ({missing}) does not exist"
+    )
+
+
+def test_a_directory_as_receiver_secret_file_stops_up(env, as_root):
+    env.install_fake_docker()
+    directory = env.tmp / "keys"
+    directory.mkdir()
+    proc = run_with_secret(env, directory)
+    assert_refused_before_anything_starts(
+        env, proc, f"alerts.receivers.oncall.webhook.urlFile ({directory}) is not a regular file (it is a directory)"
+    )
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_a_secret_only_root_may_read_stops_up_with_the_setfacl_fix(env, as_root, how):
+    env.install_fake_docker()
+    file = secret_file(env, 0o600)
+    uid = ROOTLESS_START + ALERTMANAGER_UID - 1 if how.startswith("rootless") else ALERTMANAGER_UID
+    proc = run_with_secret(env, file, how)
+    quoted = str(file).replace(" ", "\\ ")
+    assert_refused_before_anything_starts(
+        env,
+        proc,
+        f"Alertmanager cannot read alerts.receivers.oncall.webhook.urlFile ({file})",
+        f"runs as uid {uid} on this machine, the file is owner 0, group 0, mode 600",
+        f"setfacl -m u:{uid}:r {quoted}",
+        f"chmod 0644 {quoted}",
+    )
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("grant", ["acl", "mode-0644"])
+def test_a_secret_alertmanager_may_read_lets_up_proceed_and_is_refused_once_private(env, as_root, how, grant):
+    env.install_fake_docker()
+    uid = ROOTLESS_START + ALERTMANAGER_UID - 1 if how.startswith("rootless") else ALERTMANAGER_UID
+    file = secret_file(env, 0o600, acl_uid=uid) if grant == "acl" else secret_file(env, 0o644)
+    proc = run_with_secret(env, file, how)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr and "Alertmanager" not in proc.stderr, proc.stderr
+    assert [c for c in env.calls() if c.startswith("compose ") and " up " in f"{c} "]
+
+    # The same file without the grant: refused (the check tells the two apart).
+    if grant == "acl":
+        subprocess.run([require_tool("setfacl"), "-b", str(file)], check=True)
+    file.chmod(0o600)
+    calls = len(env.calls())
+    again = run_with_secret(env, file, how)
+    assert again.returncode == 1 and f"setfacl -m u:{uid}:r" in again.stderr, again.stderr
+    assert not [c for c in env.calls()[calls:] if c.startswith("compose ")]
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_an_acl_entry_the_mask_cancels_does_not_count(env, as_root, how):
+    env.install_fake_docker()
+    uid = ROOTLESS_START + ALERTMANAGER_UID - 1 if how.startswith("rootless") else ALERTMANAGER_UID
+    file = secret_file(env, 0o600, acl_uid=uid, mask="---")
+    proc = run_with_secret(env, file, how)
+    assert_refused_before_anything_starts(env, proc, f"setfacl -m u:{uid}:r")
+
+
+def test_rootless_a_group_readable_secret_is_a_warning_not_an_error(env, as_root):
+    # Rootless Docker maps Alertmanager's gid to a subgid the app does not know: whether the
+    # group bits apply cannot be told, so `up` says so and goes on.
+    env.install_fake_docker()
+    file = secret_file(env, 0o640)
+    uid = ROOTLESS_START + ALERTMANAGER_UID - 1
+    proc = run_with_secret(env, file, "rootless-reads-mode-and-acl")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: cannot tell whether Alertmanager" in proc.stderr
+    assert f"setfacl -m u:{uid}:r" in proc.stderr
+
+
+@pytest.mark.parametrize("how", HOW[:2])
+def test_with_rootful_docker_the_group_bits_count_for_alertmanagers_gid(env, as_root, how):
+    # Rootful Docker runs Alertmanager as uid:gid 10006:10006 with no other group.
+    env.install_fake_docker()
+    file = secret_file(env, 0o640, gid=ALERTMANAGER_UID)
+    proc = run_with_secret(env, file, how)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr, proc.stderr
+    os.chown(file, 0, ALERTMANAGER_UID + 1)
+    again = run_with_secret(env, file, how)
+    assert again.returncode == 1 and f"setfacl -m u:{ALERTMANAGER_UID}:r" in again.stderr, again.stderr
