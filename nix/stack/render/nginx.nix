@@ -42,6 +42,10 @@ in
     access_log off;
     server_tokens off;
     client_max_body_size 16m;
+    # Bodies stay in memory: a body larger than the buffer would go to a temporary file, which
+    # an agent's backlog after an outage produces, and which needs a writable directory for
+    # nginx's worker user.
+    client_body_buffer_size 16m;
     client_body_temp_path ${stateDir}/client_body;
     proxy_temp_path ${stateDir}/proxy;
     fastcgi_temp_path ${stateDir}/fastcgi;
