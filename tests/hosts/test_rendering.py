@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests import spec
-from tests.conftest import free_port, nix_eval_error, nix_value, require_tool, stop_process, wait_for
+from tests.conftest import DASHBOARDS, free_port, nix_eval_error, nix_value, require_tool, stop_process, wait_for
 from tests.hosts.helpers import agent_overrides, make_pki, render, render_yaml_text, server_overrides
 from tests.stack.helpers import stack_expr
 
@@ -255,3 +255,24 @@ def test_receiver_admits_only_the_two_write_paths_from_clients_of_the_users_ca(t
         stop_process(proc)
         for server in servers:
             server.shutdown()
+
+
+def test_dashboards_select_hosts_and_every_service_and_host_query_follows_the_selector():
+    """Issue 18: "Dashboards get a host selector". Each query of the service, host and logs
+    dashboards filters on `$host`; the host dashboard keeps hosts apart, though every agent's
+    node exporter is the same 127.0.0.1:9100."""
+    for name in ("service.json", "host.json", "logs.json"):
+        dashboard = json.loads((DASHBOARDS / name).read_text())
+        (selector,) = [v for v in dashboard["templating"]["list"] if v["name"] == "host"]
+        assert selector["includeAll"] and selector["allValue"] == ".*", name
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                assert 'host=~"$host"' in target["expr"], (name, panel["title"], target["expr"])
+                if name == "host.json":
+                    assert "by (instance" not in target["expr"] and "on (instance)" not in target["expr"], target["expr"]
+
+
+def test_a_named_server_labels_its_own_series_with_its_host_name():
+    config = yaml.safe_load(render_yaml_text("prometheus", {"hosts": {"name": "monitor"}}, 'target = "host";'))
+    for job in config["scrape_configs"]:
+        assert {"target_label": "host", "replacement": "monitor"} in job["relabel_configs"], job["job_name"]
