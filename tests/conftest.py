@@ -117,6 +117,8 @@ GRAFANA_VARIABLES = {
     "$__interval": "1m",
     "$__auto": "1m",
     "$__range": "1h",
+    # The host selector's "All" (issue 18): every host, and series without a `host` label.
+    "$host": ".*",
 }
 
 

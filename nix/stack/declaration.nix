@@ -61,6 +61,48 @@
     retentionHours = 720;
   };
 
+  # Many hosts, one monitoring server (see README "Many hosts"). A "server" is this whole stack
+  # and, with `receiver.enable`, the receiving side for agents; an "agent" runs warpwatch, the
+  # node exporter and the collectors (Prometheus in agent mode, the log shipper) that scrape on
+  # loopback and push to the server over mutual TLS. Nothing on an agent listens beyond loopback.
+  role = "server";
+
+  hosts = {
+    # This stack's host name: the `host` label on every series and log line an agent pushes.
+    # Required on an agent; lower-case letters, digits, `.`, `-` or `_`.
+    name = null;
+    # Server: the hosts it expects to hear from (a list of names). A host in it that sends no
+    # sample for `silentForSeconds` raises HostSilent. null (undeclared) is a warning on a
+    # server that receives.
+    expected = null;
+    silentForSeconds = 300;
+  };
+
+  # Server: the mutual-TLS endpoint (nginx) that admits exactly the two write paths, Prometheus
+  # remote write and Loki push, from clients holding a certificate of `clientCaFile`'s CA.
+  # File locations are strings naming files on the server (never Nix paths: the key would be
+  # copied into the world-readable store).
+  receiver = {
+    enable = false;
+    # The non-loopback address agents reach; "0.0.0.0" is every interface.
+    bindAddress = "0.0.0.0";
+    port = 8443;
+    # nginx's measured RSS is far below this (README "Many hosts").
+    memoryMiB = 64;
+    certFile = null;
+    keyFile = null;
+    clientCaFile = null;
+  };
+
+  # Agent: where the server's receiver is ("monitor.example.org:8443") and this host's client
+  # certificate, key and the CA that signed the server's certificate (strings, as above).
+  agent = {
+    serverAddress = null;
+    certFile = null;
+    keyFile = null;
+    caFile = null;
+  };
+
   # Where alerts go. Rendered into Alertmanager's configuration by ./render/alertmanager.nix;
   # checked by ./validate.nix (the messages there name the field and the fix).
   alerts = {

@@ -31,6 +31,14 @@ let
   # The declaration plus fields every rendering needs, computed once.
   stack = validated // {
     activeServiceNames = activeServiceNames validated.logShipper;
+    # Not errors, but the user should know: both targets print them (NixOS `warnings`).
+    warnings =
+      if validated.role == "server" && validated.receiver.enable && validated.hosts.expected == null then
+        [
+          "warpwatch stack: receiver.enable is set but hosts.expected is not: no HostSilent alert will fire for an agent that goes quiet. List the agents' names, e.g. hosts.expected = [ \"app1\" \"app2\" ]."
+        ]
+      else
+        [ ];
     services = builtins.mapAttrs (
       name: service:
       service
@@ -51,6 +59,8 @@ let
     rules = import ./render/rules.nix { inherit stack toYAML; };
     loki = import ./render/loki.nix stack;
     promtail = import ./render/promtail.nix stack;
+    agentPrometheus = import ./render/agent-prometheus.nix stack;
+    nginx = import ./render/nginx.nix stack;
     grafana = import ./render/grafana.nix stack;
     inherit dashboardsDir;
     # File name → JSON text of every dashboard.

@@ -85,6 +85,26 @@ let
 
   positiveInt = value: isInt value && value > 0;
 
+  # A secret file: an absolute path string outside the Nix store, never a Nix path.
+  secretFile =
+    field: value:
+    if isPath value then
+      [
+        "${field} is ${show value}: a Nix path is copied into the world-readable Nix store. Give the file's location as a string instead, e.g. ${field} = \"${toString value}\" (the file stays where it is and is read at run time)."
+      ]
+    else if !(isString value) then
+      [
+        "${field} must be a string naming the secret file, e.g. \"/run/keys/alertmanager\" (got ${show value})"
+      ]
+    else if match "/.*" value == null then
+      [ "${field} must be an absolute path to the secret file (got ${show value})" ]
+    else if match "/nix/store/.*" value != null then
+      [
+        "${field} is in the Nix store (${value}), readable by every user of the machine: keep the secret in a file outside it, e.g. under /run/keys or /etc/warpwatch, and give that path."
+      ]
+    else
+      [ ];
+
   # `alerts`: receivers, routes and timers. Every message names the field and what to do.
   alertRules =
     stack:
@@ -108,25 +128,6 @@ let
       nonEmptyString =
         field: value:
         check (isString value && value != "") "${field} must be a non-empty string (got ${show value})";
-
-      secretFile =
-        field: value:
-        if isPath value then
-          [
-            "${field} is ${show value}: a Nix path is copied into the world-readable Nix store. Give the file's location as a string instead, e.g. ${field} = \"${toString value}\" (the file stays where it is and is read at run time)."
-          ]
-        else if !(isString value) then
-          [
-            "${field} must be a string naming the secret file, e.g. \"/run/keys/alertmanager\" (got ${show value})"
-          ]
-        else if match "/.*" value == null then
-          [ "${field} must be an absolute path to the secret file (got ${show value})" ]
-        else if match "/nix/store/.*" value != null then
-          [
-            "${field} is in the Nix store (${value}), readable by every user of the machine: keep the secret in a file outside it, e.g. under /run/keys or /etc/warpwatch, and give that path."
-          ]
-        else
-          [ ];
 
       webhookRules =
         field: webhook:
@@ -429,7 +430,8 @@ let
       ++ positive "alerts.groupIntervalSeconds" stack.alerts.groupIntervalSeconds
       ++ positive "alerts.repeatIntervalHours" stack.alerts.repeatIntervalHours
       ++ positive "alerts.targetDownForSeconds" stack.alerts.targetDownForSeconds
-      ++ alertRules stack;
+      ++ alertRules stack
+      ++ import ./validate-hosts.nix { inherit show secretFile; } stack;
 in
 declaration: overrides:
 let

@@ -139,7 +139,7 @@ def test_a_connections_row_shows_open_against_cap_evictions_and_errors_by_kind(p
 
 # Issue 17: what an SRE opens first about the machine, one panel each, all from the node exporter.
 HOST_PANELS = {
-    "CPU busy": [r'node_cpu_seconds_total\{job="node-exporter", mode="idle"\}'],
+    "CPU busy": [r'node_cpu_seconds_total\{job="node-exporter", host=~"\$host", mode="idle"\}'],
     "Memory": [r"node_memory_MemAvailable_bytes", r"node_memory_MemTotal_bytes"],
     "Load average": [r"node_load1\{", r"node_load5\{", r"node_load15\{"],
     "Disk space available": [r"node_filesystem_avail_bytes"],

@@ -65,7 +65,9 @@ let
         "--storage.tsdb.path=${service.dataDir}"
         "--storage.tsdb.retention.time=${stack.prometheus.retention}"
         "--web.listen-address=${listenOn "prometheus"}"
-      ];
+      ]
+      # Agents' samples arrive through the receiver (nginx), the only way in from other hosts.
+      ++ (if stack.receiver.enable then [ "--web.enable-remote-write-receiver" ] else [ ]);
       volumes = [ "./prometheus:/etc/prometheus:ro" ];
     };
     loki = _: {

@@ -48,7 +48,20 @@ in
           target_label = "service";
           replacement = name;
         }
-      ];
+      ]
+      # A server with a host name labels its own series like its agents' (issue 18), so the
+      # dashboards' host selector lists it too.
+      ++ (
+        if stack.hosts.name != null then
+          [
+            {
+              target_label = "host";
+              replacement = stack.hosts.name;
+            }
+          ]
+        else
+          [ ]
+      );
     }
   ) stack.activeServiceNames;
   alerting.alertmanagers = [

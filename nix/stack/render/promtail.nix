@@ -13,6 +13,8 @@ stack:
   # Host: the unit each service runs in, where it is not the service's name (the NixOS mapping's
   # shipper unit, warpwatch-promtail): its lines get the compose service name all the same.
   unitNames ? { },
+  # Agent: where the TLS files are (see ./agent-tls.nix).
+  tlsDir ? null,
 }:
 let
   inherit (import ../lib.nix) addressOf listenAddress loopback;
@@ -156,7 +158,9 @@ let
 in
 {
   server = {
-    http_listen_address = listenAddress "configs.promtail" target;
+    # An agent's shipper shares its network namespace with the collector: loopback only.
+    http_listen_address =
+      if stack.role == "agent" then loopback else listenAddress "configs.promtail" target;
     http_listen_port = stack.services.promtail.port;
     # Promtail needs no gRPC server, but always starts one: a free port on loopback only.
     grpc_listen_address = loopback;
@@ -166,9 +170,35 @@ in
     filename = "${stateDir}/positions.yaml";
   };
   clients = [
-    {
-      url = "http://${address "loki"}:${toString loki.port}/loki/api/v1/push";
-    }
+    (
+      if stack.role == "agent" then
+        {
+          # Loki's push path on the server's receiver; every line carries this host's name.
+          url = "https://${stack.agent.serverAddress}/loki/api/v1/push";
+          external_labels.host = stack.hosts.name;
+          # Promtail's default gives up on a batch after 10 retries (about 8.5 min of backoff),
+          # dropping its lines. Retrying every 10 s at most, 1000 times, outlasts a server
+          # outage of over 2 h; meanwhile the tailers wait, so nothing read is lost.
+          backoff_config = {
+            min_period = "500ms";
+            max_period = "10s";
+            max_retries = 1000;
+          };
+          tls_config =
+            let
+              tls = import ./agent-tls.nix stack tlsDir;
+            in
+            {
+              cert_file = tls.certFile;
+              key_file = tls.keyFile;
+              ca_file = tls.caFile;
+            };
+        }
+      else
+        {
+          url = "http://${address "loki"}:${toString loki.port}/loki/api/v1/push";
+        }
+    )
   ];
   scrape_configs =
     if target == "compose" then

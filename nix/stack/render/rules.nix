@@ -6,6 +6,27 @@
 let
   inherit (import ../lib.nix) duration;
   targetDownFor = duration stack.alerts.targetDownForSeconds;
+  silentFor = duration stack.hosts.silentForSeconds;
+  expectedHosts = if stack.hosts.expected == null then [ ] else stack.hosts.expected;
+
+  # One rule per expected host: no sample at all under its `host` label for `silentFor` (every
+  # agent pushes `up` of its scrapes, so this holds when the host, its collector or the path to
+  # the server is gone, which TargetDown cannot see: the agent's own `up` never arrives).
+  silentHostGroup = {
+    name = "warpwatch-hosts";
+    rules = map (host: {
+      alert = "HostSilent";
+      expr = "absent_over_time(up{host=\"${host}\"}[${silentFor}])";
+      labels = {
+        severity = "page";
+        inherit host;
+      };
+      annotations = {
+        summary = "Host ${host} has sent nothing for ${silentFor}";
+        description = "No sample from host ${host} reached this server in ${silentFor}: the host, its collector, or the network or TLS path to the receiver is down.";
+      };
+    }) expectedHosts;
+  };
 
   generated = toYAML {
     groups = [
@@ -36,7 +57,8 @@ let
           }
         ];
       }
-    ];
+    ]
+    ++ (if stack.role == "server" && expectedHosts != [ ] then [ silentHostGroup ] else [ ]);
   };
 
   # Both parts start with `groups:`; keep the alert file's group items and drop its header

@@ -1,0 +1,71 @@
+# The server's receiver: nginx terminating mutual TLS on the non-loopback address and admitting
+# exactly two paths, Prometheus remote write and Loki push, from clients whose certificate the
+# user's CA signed. Every other path is 404; a client without such a certificate is refused in
+# the handshake's aftermath (400) before any location is tried. Tested with Debian's nginx 1.22.
+stack:
+{
+  target,
+  # Where nginx reads server.crt, server.key and client-ca.crt: the declared files by default,
+  # or one directory (the compose mount, the NixOS unit's credentials directory).
+  tlsDir ? null,
+  # Writable directory for nginx's temporary files and pid (the unit's or container's state).
+  stateDir ? "/var/lib/warpwatch-receiver",
+}:
+let
+  inherit (import ../lib.nix) addressOf;
+  address = addressOf "configs.nginx" target;
+  upstream = name: "http://${address name}:${toString stack.services.${name}.port}";
+  inherit (stack) receiver;
+  file = name: declared: if tlsDir == null then declared else "${tlsDir}/${name}";
+  # Remote-write bodies are snappy batches of at most a few MiB; Loki pushes likewise.
+  location = path: service: ''
+    location = ${path} {
+      limit_except POST { deny all; }
+      proxy_pass ${upstream service};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  '';
+in
+''
+  # Rendered from the warpwatch declaration (nix/stack/render/nginx.nix): do not edit.
+  worker_processes 1;
+  pid ${stateDir}/nginx.pid;
+  error_log stderr warn;
+  daemon off;
+
+  events {
+    worker_connections 512;
+  }
+
+  http {
+    access_log off;
+    server_tokens off;
+    client_max_body_size 16m;
+    # Bodies stay in memory: a body larger than the buffer would go to a temporary file, which
+    # an agent's backlog after an outage produces, and which needs a writable directory for
+    # nginx's worker user.
+    client_body_buffer_size 16m;
+    client_body_temp_path ${stateDir}/client_body;
+    proxy_temp_path ${stateDir}/proxy;
+    fastcgi_temp_path ${stateDir}/fastcgi;
+    uwsgi_temp_path ${stateDir}/uwsgi;
+    scgi_temp_path ${stateDir}/scgi;
+
+    server {
+      listen ${receiver.bindAddress}:${toString receiver.port} ssl;
+      ssl_protocols TLSv1.2 TLSv1.3;
+      ssl_certificate ${file "server.crt" receiver.certFile};
+      ssl_certificate_key ${file "server.key" receiver.keyFile};
+      ssl_client_certificate ${file "client-ca.crt" receiver.clientCaFile};
+      ssl_verify_client on;
+      ssl_verify_depth 2;
+
+  ${location "/api/v1/write" "prometheus"}
+  ${location "/loki/api/v1/push" "loki"}
+      location / {
+        return 404;
+      }
+    }
+  }
+''

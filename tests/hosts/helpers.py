@@ -1,0 +1,97 @@
+"""Helpers for the many-hosts tests: certificates made with the real openssl, and the stack's
+renderings for a server and its agents."""
+
+import subprocess
+from pathlib import Path
+
+from tests.conftest import nix_eval, nix_value, require_tool
+from tests.stack.helpers import stack_expr
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    proc = subprocess.run([require_tool("openssl"), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"openssl {' '.join(args)}:\n{proc.stderr}"
+
+
+def make_ca(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed CA: (certificate, key)."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-days", "2", "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert),
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )  # fmt: skip
+    return cert, key
+
+
+def issue(directory: Path, ca: tuple[Path, Path], name: str, usage: str, sans: list[str]) -> tuple[Path, Path]:
+    """A leaf certificate signed by `ca` for `usage` ("serverAuth" or "clientAuth")."""
+    cert, key, csr = directory / f"{name}.crt", directory / f"{name}.key", directory / f"{name}.csr"
+    ext = directory / f"{name}.ext"
+    alt = ",".join(f"IP:{s}" if s.replace(".", "").isdigit() else f"DNS:{s}" for s in sans)
+    ext.write_text(f"basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n" + (f"subjectAltName={alt}\n" if alt else ""))
+    openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr), cwd=directory,
+    )  # fmt: skip
+    openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial",
+        "-days", "2", "-extfile", str(ext), "-out", str(cert), cwd=directory,
+    )  # fmt: skip
+    return cert, key
+
+
+def make_pki(directory: Path, server_names: list[str], agents: list[str]) -> dict:
+    """The user's CA, the server's certificate, a client certificate per agent, and a second CA
+    with a client certificate of its own (the stranger the receiver must refuse)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = make_ca(directory, "ca")
+    other_ca = make_ca(directory, "other-ca")
+    return {
+        "ca": ca,
+        "server": issue(directory, ca, "server", "serverAuth", server_names),
+        "clients": {name: issue(directory, ca, name, "clientAuth", []) for name in agents},
+        "other_ca": other_ca,
+        "stranger": issue(directory, other_ca, "stranger", "clientAuth", []),
+    }
+
+
+def agent_overrides(name: str, server: str, tls_dir: str = "/etc/warpwatch/tls", **extra) -> dict:
+    overrides = {
+        "role": "agent",
+        "hosts": {"name": name},
+        "agent": {
+            "serverAddress": server,
+            "certFile": f"{tls_dir}/client.crt",
+            "keyFile": f"{tls_dir}/client.key",
+            "caFile": f"{tls_dir}/ca.crt",
+        },
+    }
+    overrides.update(extra)
+    return overrides
+
+
+def server_overrides(expected: list[str] | None, tls_dir: str = "/etc/warpwatch/tls", **extra) -> dict:
+    overrides = {
+        "receiver": {
+            "enable": True,
+            "certFile": f"{tls_dir}/server.crt",
+            "keyFile": f"{tls_dir}/server.key",
+            "clientCaFile": f"{tls_dir}/client-ca.crt",
+        },
+    }
+    if expected is not None:
+        overrides["hosts"] = {"expected": expected}
+    for key, value in extra.items():
+        overrides[key] = {**overrides.get(key, {}), **value} if isinstance(value, dict) else value
+    return overrides
+
+
+def render(body: str, overrides: dict):
+    """Evaluate `body` with `s` bound to the stack under these overrides."""
+    return nix_eval(stack_expr(body, nix_value(overrides)))
+
+
+def render_yaml_text(config: str, overrides: dict, args: str = "") -> str:
+    return render(f"s.toYAML (s.configs.{config} {{ {args} }})", overrides)
