@@ -38,6 +38,9 @@ APT_PACKAGE = {
     "prometheus-alertmanager": "prometheus-alertmanager",
     "prometheus-node-exporter": "prometheus-node-exporter",
     "setpriv": "util-linux",
+    "nginx": "nginx",
+    "openssl": "openssl",
+    "ss": "iproute2",
     **{
         tool: "coreutils"
         for tool in ("cat", "chmod", "cp", "env", "id", "mkdir", "mktemp", "mv", "od", "stat", "tail", "test", "tr")
