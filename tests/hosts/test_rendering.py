@@ -74,7 +74,7 @@ def test_silent_host_alert_fires_per_expected_host_and_resolves(tmp_path):
     rules.write_text(render("s.configs.rules", overrides))
     promtool("check", "rules", str(rules))
     # app1 pushes for 10 minutes and goes quiet; app2 never stops. HostSilent names app1 only,
-    # once 5 minutes have passed without a sample, and never before.
+    # once 5 minutes have passed without a sample and 4 scrape intervals more, never before.
     (tmp_path / "test.yml").write_text(
         yaml.safe_dump(
             {
@@ -89,8 +89,10 @@ def test_silent_host_alert_fires_per_expected_host_and_resolves(tmp_path):
                         ],
                         "alert_rule_test": [
                             {"eval_time": "14m", "alertname": "HostSilent", "exp_alerts": []},
+                            # Silent from 15m on, pending for 4 scrape intervals (1m) first.
+                            {"eval_time": "16m", "alertname": "HostSilent", "exp_alerts": []},
                             {
-                                "eval_time": "16m",
+                                "eval_time": "17m",
                                 "alertname": "HostSilent",
                                 "exp_alerts": [
                                     {
