@@ -74,7 +74,7 @@ def test_silent_host_alert_fires_per_expected_host_and_resolves(tmp_path):
     rules.write_text(render("s.configs.rules", overrides))
     promtool("check", "rules", str(rules))
     # app1 pushes for 10 minutes and goes quiet; app2 never stops. HostSilent names app1 only,
-    # once 5 minutes have passed without a sample, and never before.
+    # once 5 minutes have passed without a sample and 4 scrape intervals more, never before.
     (tmp_path / "test.yml").write_text(
         yaml.safe_dump(
             {
@@ -89,8 +89,10 @@ def test_silent_host_alert_fires_per_expected_host_and_resolves(tmp_path):
                         ],
                         "alert_rule_test": [
                             {"eval_time": "14m", "alertname": "HostSilent", "exp_alerts": []},
+                            # Silent from 15m on, pending for 4 scrape intervals (1m) first.
+                            {"eval_time": "16m", "alertname": "HostSilent", "exp_alerts": []},
                             {
-                                "eval_time": "16m",
+                                "eval_time": "17m",
                                 "alertname": "HostSilent",
                                 "exp_alerts": [
                                     {
@@ -276,3 +278,11 @@ def test_a_named_server_labels_its_own_series_with_its_host_name():
     config = yaml.safe_load(render_yaml_text("prometheus", {"hosts": {"name": "monitor"}}, 'target = "host";'))
     for job in config["scrape_configs"]:
         assert {"target_label": "host", "replacement": "monitor"} in job["relabel_configs"], job["job_name"]
+
+
+@pytest.mark.parametrize(("body", "what"), [("s.compose.file", "compose project"), ("s.nixos", "NixOS mapping")])
+def test_an_agent_is_never_deployed_as_a_whole_server(body, what):
+    """The agent's compose stack and NixOS role are not rendered yet: asking for them with
+    role = "agent" fails by name instead of bringing up a server."""
+    err = nix_eval_error(stack_expr(body, nix_value(agent_overrides("app1", SERVER))))
+    assert f'role = "agent" has no {what} yet' in err, err

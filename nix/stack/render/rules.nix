@@ -7,6 +7,7 @@ let
   inherit (import ../lib.nix) duration;
   targetDownFor = duration stack.alerts.targetDownForSeconds;
   silentFor = duration stack.hosts.silentForSeconds;
+  silentHoldFor = duration (4 * stack.prometheus.scrapeIntervalSeconds);
   expectedHosts = if stack.hosts.expected == null then [ ] else stack.hosts.expected;
 
   # One rule per expected host: no sample at all under its `host` label for `silentFor` (every
@@ -17,6 +18,10 @@ let
     rules = map (host: {
       alert = "HostSilent";
       expr = "absent_over_time(up{host=\"${host}\"}[${silentFor}])";
+      # After the server itself was away longer than `silentFor`, every host looks silent until
+      # its agent's backlog lands, seconds later: a few scrape intervals of patience keep that
+      # from paging.
+      for = silentHoldFor;
       labels = {
         severity = "page";
         inherit host;
