@@ -544,6 +544,14 @@ fn process_is_gone(pid: i32) -> bool {
     })
 }
 
+/// Fails unless the writer process `pid` is gone within 5 s of its service, saying `what`.
+fn assert_writer_gone(pid: i32, what: &str) {
+    assert!(
+        eventually(Duration::from_secs(5), || process_is_gone(pid)),
+        "writer process {pid} {what}"
+    );
+}
+
 /// The writer process never outlives the service, however the service ends: after SIGKILL it
 /// sees its socket close and exits, so no stray process keeps the data directory or the unit
 /// alive.
@@ -559,10 +567,7 @@ fn the_writer_process_ends_with_the_service() {
     let writer = writer_pid(&svc);
     svc.signal(libc::SIGKILL);
     svc.wait(Duration::from_secs(5));
-    assert!(
-        eventually(Duration::from_secs(5), || process_is_gone(writer)),
-        "writer process {writer} still running after the service was killed"
-    );
+    assert_writer_gone(writer, "still running after the service was killed");
 }
 
 /// `systemctl stop` signals every process of the unit: the writer ignores that SIGTERM (the
@@ -743,10 +748,7 @@ fn a_stuck_writer_turns_readiness_red_and_a_stop_still_ends_in_time() {
         svc.logs()
     );
     assert_eq!(stored(&dir), 400);
-    assert!(
-        eventually(Duration::from_secs(5), || process_is_gone(writer)),
-        "the stuck writer {writer} outlived the service"
-    );
+    assert_writer_gone(writer, "(stuck) outlived the service");
 }
 
 /// A writer killed under a running service (by hand, by the OOM killer) is not replaced, but the
@@ -837,9 +839,7 @@ fn a_second_stop_signal_ends_the_process_at_once() {
         svc.logs()
     );
     assert_eq!(stored(&dir), 10);
-    assert!(eventually(Duration::from_secs(5), || process_is_gone(
-        writer
-    )));
+    assert_writer_gone(writer, "outlived the service");
 }
 
 /// Links in the data directory are never written through: a `.visits.tmp` that leads to another
