@@ -115,7 +115,7 @@ class Dockerd:
             self.run(["network", "rm", *networks])
 
 
-def _host_networks() -> list:
+def host_networks() -> list:
     """Every IPv4 prefix the host routes or owns, to keep the pool clear of them."""
     ip = require_tool("ip")
     nets = []
@@ -144,7 +144,7 @@ def _claim_pool():
             lock.close()
             taken.append(f"{pool} (locked by another engine)")
             continue
-        clash = next((net for net in _host_networks() if net.overlaps(pool)), None)
+        clash = next((net for net in host_networks() if net.overlaps(pool)), None)
         if clash is not None:
             lock.close()
             taken.append(f"{pool} (host route {clash})")

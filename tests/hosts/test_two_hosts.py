@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import ipaddress
 import uuid
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import yaml
 
 from tests import spec
 from tests.conftest import free_port, http_get, require_tool, stop_process, wait_for
+from tests.dockerd import host_networks
 from tests.hosts.helpers import agent_overrides, make_pki, render, server_overrides
 
 # Short timings through overrides keep the file near 4 minutes.
@@ -46,6 +48,17 @@ def ip(*args: str) -> None:
     assert proc.returncode == 0, f"ip {' '.join(args)}: {proc.stderr}"
 
 
+def free_link() -> tuple[str, str]:
+    """Two addresses of a /30 in 10.213.0.0/16 that no host route or address overlaps (the veth
+    link between the test's side and the agent's namespace); a /30 another run holds is taken too."""
+    taken = host_networks()
+    for link in ipaddress.ip_network("10.213.0.0/16").subnets(new_prefix=30):
+        if not any(net.overlaps(link) for net in taken):
+            first, second = list(link.hosts())
+            return str(first), str(second)
+    pytest.fail("no free /30 in 10.213.0.0/16 for the veth link: free a route there", pytrace=False)
+
+
 class Namespace:
     """A network namespace with loopback up and one end of a veth pair; the other end, on the
     test's side, carries the server's address."""
@@ -53,7 +66,7 @@ class Namespace:
     def __init__(self):
         tag = uuid.uuid4().hex[:6]
         self.name, self.host_if, self.agent_if = f"wwh-{tag}", f"wwh{tag}s", f"wwh{tag}a"
-        self.server_ip, self.agent_ip = "10.213.0.1", "10.213.0.2"
+        self.server_ip, self.agent_ip = free_link()
 
     def __enter__(self):
         ip("netns", "add", self.name)
