@@ -73,7 +73,7 @@ def wait_ready(port, deadline=60):
 def run(agents, seconds, work):
     stack = render("s.stack", {})
     server_limit = stack["services"]["prometheus"]["memoryMiB"]
-    receiver_limit = stack["receiver"]["memoryMiB"]
+    receiver_limit = stack["services"]["receiver"]["memoryMiB"]
     pki = make_pki(work / "pki", ["127.0.0.1"], ["agent"])
     tls = work / "agent-tls"
     tls.mkdir()

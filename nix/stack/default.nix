@@ -30,7 +30,7 @@ let
 
   # The declaration plus fields every rendering needs, computed once.
   stack = validated // {
-    activeServiceNames = activeServiceNames validated.logShipper;
+    activeServiceNames = activeServiceNames validated;
     # Not errors, but the user should know: both targets print them (NixOS `warnings`).
     warnings =
       if validated.role == "server" && validated.receiver.enable && validated.hosts.expected == null then

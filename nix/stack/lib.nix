@@ -67,16 +67,29 @@ rec {
 
   mebibytes = n: n * 1024 * 1024;
 
-  # The services that run: everything but the log shipper not chosen.
-  activeServiceNames = logShipper: [
-    "warpwatch"
-    "prometheus"
-    "loki"
-    logShipper
-    "grafana"
-    "alertmanager"
-    "node-exporter"
-  ];
+  # The services that run in a stack's role: a server runs everything but the log shipper not
+  # chosen and the collector, plus the receiver when agents push to it; an agent runs the
+  # service, the node exporter and the two collectors that push to the server.
+  activeServiceNames =
+    stack:
+    if stack.role == "agent" then
+      [
+        "warpwatch"
+        "node-exporter"
+        "collector"
+        stack.logShipper
+      ]
+    else
+      [
+        "warpwatch"
+        "prometheus"
+        "loki"
+        stack.logShipper
+        "grafana"
+        "alertmanager"
+        "node-exporter"
+      ]
+      ++ (if stack.receiver.enable then [ "receiver" ] else [ ]);
 
   # Every alert rule carries one of these as its `severity` label: "page" wakes someone up,
   # "ticket" waits for working hours. The route tree sends each to its receiver.

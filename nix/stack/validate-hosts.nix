@@ -82,9 +82,6 @@ let
       !(elem receiver.port (map (s: s.port) (builtins.attrValues stack.services)))
     ) "receiver.port ${show receiver.port} is a service's port too: pick another"
     ++ check (
-      isInt receiver.memoryMiB && receiver.memoryMiB > 0
-    ) "receiver.memoryMiB must be a positive integer (got ${show receiver.memoryMiB})"
-    ++ check (
       isString receiver.bindAddress && receiver.bindAddress != ""
     ) "receiver.bindAddress must be an address such as \"0.0.0.0\" (got ${show receiver.bindAddress})";
 

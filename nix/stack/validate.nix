@@ -301,7 +301,7 @@ let
     stack:
     let
       names = attrNames stack.services;
-      active = activeServiceNames stack.logShipper;
+      active = activeServiceNames stack;
       check = ok: message: if ok then [ ] else [ message ];
       positive =
         field: value: check (positiveInt value) "${field} must be a positive integer (got ${show value})";
@@ -357,7 +357,7 @@ let
           ++ check (dep != name) "${field "dependsOn"} must not contain the service itself (${show dep})"
           ++
             check (!(elem name active) || elem dep active)
-              "${field "dependsOn"} names ${show dep}, which is not running with logShipper = ${show stack.logShipper}"
+              "${field "dependsOn"} names ${show dep}, which is not running in this role (role = ${show stack.role}) with logShipper = ${show stack.logShipper}"
         ) s.dependsOn;
 
       # Every port a running service listens on, by the field that sets it.

@@ -15,7 +15,7 @@ PROJECT = "(import ./nix/stack {{ overrides = {}; }}).compose.project"
         ("{ services.loki.memoryMiB = -5; }", "services.loki.memoryMiB must be a positive integer (got -5)"),
         ("{ services.grafana.memoryMiB = 0; }", "services.grafana.memoryMiB must be a positive integer (got 0)"),
         ('{ services.loki.memoryMiB = "512"; }', 'services.loki.memoryMiB must be an integer (got "512")'),
-        ('{ services.lokki.port = 3101; }', 'unknown service "lokki" in overrides.services (known: alertmanager, alloy, grafana'),
+        ('{ services.lokki.port = 3101; }', 'unknown service "lokki" in overrides.services (known: alertmanager, alloy, collector, grafana'),
         ("{ services.grafana.port = 9090; }", "port clash: services.grafana.port and services.prometheus.port are both 9090"),
         # Issue 9, defect 11: Loki's gRPC port is a listener too.
         (

@@ -36,6 +36,26 @@ let
   # them: the compose file names the files, never their contents.
   alertmanagerSecrets = configs.alertmanager.secrets;
 
+  # The receiver's certificate, key and client CA under the names ./nginx.nix reads in `tlsDir`.
+  receiverSecrets =
+    if builtins.elem "receiver" stack.activeServiceNames then
+      [
+        {
+          name = "server.crt";
+          file = stack.receiver.certFile;
+        }
+        {
+          name = "server.key";
+          file = stack.receiver.keyFile;
+        }
+        {
+          name = "client-ca.crt";
+          file = stack.receiver.clientCaFile;
+        }
+      ]
+    else
+      [ ];
+
   volumeOf = name: "${name}-data";
   portOf = name: toString stack.services.${name}.port;
   # Inside its container a service listens on every interface, so the published port reaches it.
@@ -128,6 +148,25 @@ let
         # Not rslave (file systems mounted later would show up without a restart): Docker refuses
         # it where the host's / is a private mount, as in containers and some CI machines.
         "/:/host/root:ro"
+      ];
+    };
+    # The receiver's TLS files, mounted as compose secrets from where the user keeps them; its
+    # mutual-TLS listener is the one port published beyond loopback, on purpose.
+    receiver = service: {
+      command = [
+        "-e"
+        "stderr"
+        "-c"
+        "/etc/nginx/nginx.conf"
+      ];
+      volumes = [ "./receiver:/etc/nginx:ro" ];
+      secrets = map (secret: secret.name) receiverSecrets;
+      ports = [
+        "${stack.receiver.bindAddress}:${toString stack.receiver.port}:${toString stack.receiver.port}"
+      ];
+      networks = [
+        "internal"
+        "edge"
       ];
     };
     grafana = service: {
@@ -252,7 +291,7 @@ let
         map (secret: {
           inherit (secret) name;
           value.file = secret.file;
-        }) alertmanagerSecrets
+        }) (alertmanagerSecrets ++ receiverSecrets)
       );
   };
 
@@ -278,6 +317,20 @@ in
     "prometheus/rules.yml" = configs.rules;
     "alertmanager/alertmanager.yml" = toYAML (configs.alertmanager { target = "compose"; });
     "loki/loki.yml" = toYAML (configs.loki { target = "compose"; });
+  }
+  // (
+    if builtins.elem "receiver" stack.activeServiceNames then
+      {
+        "receiver/nginx.conf" = configs.nginx {
+          target = "compose";
+          tlsDir = "/run/secrets";
+          stateDir = stack.services.receiver.dataDir;
+        };
+      }
+    else
+      { }
+  )
+  // {
     "promtail/promtail.yml" = toYAML (configs.promtail { target = "compose"; });
     "grafana/provisioning/datasources/datasources.yml" = toYAML grafana.datasources;
     "grafana/provisioning/dashboards/dashboards.yml" = toYAML grafana.dashboards;

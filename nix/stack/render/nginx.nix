@@ -12,8 +12,9 @@ stack:
   stateDir ? "/var/lib/warpwatch-receiver",
 }:
 let
-  inherit (import ../lib.nix) addressOf;
+  inherit (import ../lib.nix) addressOf listenAddress;
   address = addressOf "configs.nginx" target;
+  health = stack.services.receiver;
   upstream = name: "http://${address name}:${toString stack.services.${name}.port}";
   inherit (stack) receiver;
   file = name: declared: if tlsDir == null then declared else "${tlsDir}/${name}";
@@ -63,6 +64,23 @@ in
 
   ${location "/api/v1/write" "prometheus"}
   ${location "/loki/api/v1/push" "loki"}
+      location / {
+        return 404;
+      }
+    }
+
+    # Plain HTTP for the stack alone (loopback on a host, the stack network in compose): the
+    # health probe, and a gauge whose scrape is Prometheus' `up` for the receiver (nginx has no
+    # Prometheus metrics of its own).
+    server {
+      listen ${listenAddress "configs.nginx" target}:${toString health.port};
+      location = ${health.healthPath} {
+        return 200 "ok\n";
+      }
+      location = ${health.metricsPath} {
+        default_type "text/plain; version=0.0.4";
+        return 200 "# HELP warpwatch_receiver_up The receiver answers.\n# TYPE warpwatch_receiver_up gauge\nwarpwatch_receiver_up 1\n";
+      }
       location / {
         return 404;
       }
