@@ -56,8 +56,9 @@ let
             for = targetDownFor;
             labels.severity = "page";
             annotations = {
-              # An agent's targets are 127.0.0.1 on every host: its `host` says which.
-              summary = "Target {{ $labels.instance }} of {{ $labels.service }}{{ with $labels.host }} on {{ . }}{{ end }} is down";
+              # An agent's targets are 127.0.0.1 on every host: its `host` says which. Tight
+              # braces keep the rendered line within yamllint's 120 columns.
+              summary = "Target {{ $labels.instance }} of {{ $labels.service }}{{with $labels.host}} on {{.}}{{end}} is down";
               description = "Prometheus has failed to scrape {{ $labels.service }} for ${targetDownFor}.";
             };
           }
