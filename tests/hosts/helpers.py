@@ -88,6 +88,16 @@ def server_overrides(expected: list[str] | None, tls_dir: str = "/etc/warpwatch/
     return overrides
 
 
+def confined(args: list[str], writable: list[Path]) -> list[str]:
+    """`args` run the way the compose file runs a service's container: in a mount namespace of
+    its own whose root is read-only but for `writable` (bind mounts of themselves), with every
+    capability dropped and no_new_privs set (util-linux's unshare and setpriv)."""
+    binds = "".join(f'mount --bind "{p}" "{p}" && ' for p in writable)
+    script = f'{binds}mount -o remount,bind,ro / && exec "$@"'
+    setpriv = [require_tool("setpriv"), "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all"]
+    return [require_tool("unshare"), "--mount", "--propagation", "private", "sh", "-c", script, "sh", *setpriv, *args]
+
+
 def render(body: str, overrides: dict):
     """Evaluate `body` with `s` bound to the stack under these overrides."""
     return nix_eval(stack_expr(body, nix_value(overrides)))

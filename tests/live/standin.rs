@@ -18,16 +18,24 @@
 //! json-file rotation), and the Grafana stand-in answers `GET /api/user` for `admin` with the
 //! password from its secret file (Basic auth), 401 otherwise.
 //!
+//! The Loki stand-in takes Loki's push API in its JSON form (`POST /loki/api/v1/push`,
+//! `Content-Type: application/json`, `{"streams":[{"stream":{labels},"values":[["<ns>","<line>"]]}]}`):
+//! 204 once every entry is recorded, 400 naming what is wrong with a malformed body (nothing of
+//! it recorded), 415 for another body format (Promtail's protobuf: no decoder here). Each entry
+//! becomes one JSON line `{"received_ns","labels","ts","line"}` appended to
+//! `<path_prefix>/standin-pushes.jsonl`, which survives a restart as Loki's store does;
+//! `GET /standin/pushes` answers that file.
+//!
 //! Std only (no crate to vendor into an image); SIGTERM exits 0 at once.
 
 use std::collections::HashMap;
 use std::env;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -232,6 +240,8 @@ struct Service {
     admin_password: Option<String>,
     /// Extra listeners (Loki's gRPC port).
     extra_listen: Vec<String>,
+    /// Loki: where pushed entries are recorded (the lock keeps each push's lines together).
+    pushes: Option<Mutex<PathBuf>>,
 }
 
 fn setup(name: &str, args: &[String]) -> Checked<Service> {
@@ -255,6 +265,7 @@ fn setup(name: &str, args: &[String]) -> Checked<Service> {
                 health_path: "/ready",
                 admin_password: None,
                 extra_listen: vec![grpc],
+                pushes: Some(Mutex::new(data.join("standin-pushes.jsonl"))),
             })
         }
         "promtail" => {
@@ -270,6 +281,7 @@ fn setup(name: &str, args: &[String]) -> Checked<Service> {
                 health_path: "/ready",
                 admin_password: None,
                 extra_listen: vec![],
+                pushes: None,
             })
         }
         "alloy" => {
@@ -284,6 +296,7 @@ fn setup(name: &str, args: &[String]) -> Checked<Service> {
                 health_path: "/-/ready",
                 admin_password: None,
                 extra_listen: vec![],
+                pushes: None,
             })
         }
         "grafana" => {
@@ -323,6 +336,7 @@ fn setup(name: &str, args: &[String]) -> Checked<Service> {
                 health_path: "/api/health",
                 admin_password: Some(password),
                 extra_listen: vec![],
+                pushes: None,
             })
         }
         other => fail(
@@ -373,6 +387,10 @@ fn process_metrics() -> String {
 }
 
 fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> io::Result<()> {
+    if status.starts_with("204") {
+        // A 204 carries neither a body nor its length (RFC 9110 8.6).
+        return write!(stream, "HTTP/1.1 {status}\r\nConnection: close\r\n\r\n");
+    }
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -401,6 +419,413 @@ fn base64(input: &str) -> String {
     out
 }
 
+/// A JSON value, as much of it as a push body needs (numbers kept as their text).
+#[derive(Debug, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Number(String),
+    Str(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+/// Nesting beyond this is refused rather than recursed into.
+const MAX_DEPTH: usize = 64;
+
+struct Parser<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+fn parse_json(text: &str) -> Result<Json, String> {
+    let mut parser = Parser {
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
+    let value = parser.value(0)?;
+    if parser.peek().is_some() {
+        return Err(parser.error("characters after the JSON value"));
+    }
+    Ok(value)
+}
+
+impl Parser<'_> {
+    fn error(&self, what: &str) -> String {
+        format!("invalid JSON at byte {}: {what}", self.pos)
+    }
+
+    /// The next byte after any whitespace, not consumed.
+    fn peek(&mut self) -> Option<u8> {
+        while matches!(self.bytes.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), String> {
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.error(&format!("expected '{}'", byte as char)))
+        }
+    }
+
+    fn literal(&mut self, word: &str, value: Json) -> Result<Json, String> {
+        if self.bytes[self.pos..].starts_with(word.as_bytes()) {
+            self.pos += word.len();
+            Ok(value)
+        } else {
+            Err(self.error("expected a value"))
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Json, String> {
+        if depth > MAX_DEPTH {
+            return Err(self.error(&format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        match self.peek() {
+            None => Err(self.error("unexpected end of input")),
+            Some(b'{') => self.object(depth),
+            Some(b'[') => self.array(depth),
+            Some(b'"') => self.string().map(Json::Str),
+            Some(b't') => self.literal("true", Json::Bool(true)),
+            Some(b'f') => self.literal("false", Json::Bool(false)),
+            Some(b'n') => self.literal("null", Json::Null),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => Err(self.error("expected a value")),
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Json, String> {
+        self.expect(b'{')?;
+        let mut fields = Vec::new();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(Json::Object(fields));
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return Err(self.error("expected a string key"));
+            }
+            let key = self.string()?;
+            self.expect(b':')?;
+            fields.push((key, self.value(depth + 1)?));
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(Json::Object(fields));
+                }
+                _ => return Err(self.error("expected ',' or '}'")),
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Json, String> {
+        self.expect(b'[')?;
+        let mut items = Vec::new();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(Json::Array(items));
+        }
+        loop {
+            items.push(self.value(depth + 1)?);
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(Json::Array(items));
+                }
+                _ => return Err(self.error("expected ',' or ']'")),
+            }
+        }
+    }
+
+    fn number(&mut self) -> Result<Json, String> {
+        let start = self.pos;
+        while matches!(
+            self.bytes.get(self.pos),
+            Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+        ) {
+            self.pos += 1;
+        }
+        let text = String::from_utf8_lossy(&self.bytes[start..self.pos]).into_owned();
+        let digits = text.trim_start_matches('-');
+        if !digits.starts_with(|c: char| c.is_ascii_digit()) || text.parse::<f64>().is_err() {
+            self.pos = start;
+            return Err(self.error(&format!("malformed number {text:?}")));
+        }
+        Ok(Json::Number(text))
+    }
+
+    fn hex4(&mut self) -> Result<u32, String> {
+        let digits = self
+            .bytes
+            .get(self.pos..self.pos + 4)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u32::from_str_radix(d, 16).ok())
+            .ok_or_else(|| self.error("\\u needs four hex digits"))?;
+        self.pos += 4;
+        Ok(digits)
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        self.expect(b'"')?;
+        let mut out = Vec::new();
+        loop {
+            let Some(&byte) = self.bytes.get(self.pos) else {
+                return Err(self.error("unterminated string"));
+            };
+            self.pos += 1;
+            match byte {
+                b'"' => break,
+                b'\\' => {
+                    let Some(&escape) = self.bytes.get(self.pos) else {
+                        return Err(self.error("unterminated string"));
+                    };
+                    self.pos += 1;
+                    let simple = match escape {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let high = self.hex4()?;
+                            let code = if (0xD800..0xDC00).contains(&high) {
+                                if !self.bytes[self.pos..].starts_with(b"\\u") {
+                                    return Err(self.error("lone UTF-16 surrogate in \\u escape"));
+                                }
+                                self.pos += 2;
+                                let low = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&low) {
+                                    return Err(self.error("lone UTF-16 surrogate in \\u escape"));
+                                }
+                                0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+                            } else {
+                                high
+                            };
+                            char::from_u32(code)
+                                .ok_or_else(|| self.error("lone UTF-16 surrogate in \\u escape"))?
+                        }
+                        _ => return Err(self.error("unknown escape in string")),
+                    };
+                    let mut buffer = [0; 4];
+                    out.extend_from_slice(simple.encode_utf8(&mut buffer).as_bytes());
+                }
+                0..0x20 => {
+                    self.pos -= 1;
+                    return Err(self.error("control character in string (escape it)"));
+                }
+                _ => out.push(byte),
+            }
+        }
+        // Bytes were copied from valid UTF-8 and escapes encoded as UTF-8.
+        String::from_utf8(out).map_err(|_| self.error("string is not UTF-8"))
+    }
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One log entry of a push: its stream's labels, its timestamp (ns), its line.
+#[derive(Debug, PartialEq)]
+struct Entry {
+    labels: Vec<(String, String)>,
+    ts: String,
+    line: String,
+}
+
+fn field<'a>(fields: &'a [(String, Json)], name: &str) -> Option<&'a Json> {
+    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+fn label_name_ok(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The entries of a Loki JSON push body, or what is wrong with it, named by its place.
+fn push_entries(body: &str) -> Result<Vec<Entry>, String> {
+    const VALUE: &str = "[\"<unix epoch in nanoseconds>\", \"<log line>\"] (and an optional object of structured metadata)";
+    let Json::Object(top) = parse_json(body)? else {
+        return Err("the push body must be a JSON object {\"streams\": [...]}".into());
+    };
+    let streams = match field(&top, "streams") {
+        Some(Json::Array(streams)) => streams,
+        Some(_) => return Err("\"streams\" must be an array".into()),
+        None => return Err("the push body has no \"streams\"".into()),
+    };
+    let mut entries = Vec::new();
+    for (i, stream) in streams.iter().enumerate() {
+        let at = format!("streams[{i}]");
+        let Json::Object(stream) = stream else {
+            return Err(format!(
+                "{at} must be an object with \"stream\" and \"values\""
+            ));
+        };
+        let Some(Json::Object(pairs)) = field(stream, "stream") else {
+            return Err(format!(
+                "{at}.stream must be an object of label names to string values"
+            ));
+        };
+        if pairs.is_empty() {
+            return Err(format!(
+                "{at}.stream: at least one label pair is required per stream"
+            ));
+        }
+        let mut labels: Vec<(String, String)> = Vec::new();
+        for (name, value) in pairs {
+            if !label_name_ok(name) {
+                return Err(format!(
+                    "{at}.stream: invalid label name {name:?} (letters, digits and _, not starting with a digit)"
+                ));
+            }
+            if labels.iter().any(|(n, _)| n == name) {
+                return Err(format!("{at}.stream: duplicate label name {name:?}"));
+            }
+            let Json::Str(value) = value else {
+                return Err(format!("{at}.stream.{name}: label values must be strings"));
+            };
+            labels.push((name.clone(), value.clone()));
+        }
+        let Some(Json::Array(values)) = field(stream, "values") else {
+            return Err(format!("{at}.values must be an array of {VALUE}"));
+        };
+        for (j, value) in values.iter().enumerate() {
+            let at = format!("{at}.values[{j}]");
+            let (ts, line) = match value {
+                Json::Array(pair) => match pair.as_slice() {
+                    [Json::Str(ts), Json::Str(line)]
+                    | [Json::Str(ts), Json::Str(line), Json::Object(_)] => (ts, line),
+                    _ => return Err(format!("{at} must be {VALUE}")),
+                },
+                _ => return Err(format!("{at} must be {VALUE}")),
+            };
+            if ts.is_empty() || !ts.bytes().all(|b| b.is_ascii_digit()) || ts.len() > 19 {
+                return Err(format!(
+                    "{at}[0]: the timestamp must be a string of nanoseconds since the epoch (got {ts:?})"
+                ));
+            }
+            entries.push(Entry {
+                labels: labels.clone(),
+                ts: ts.clone(),
+                line: line.clone(),
+            });
+        }
+    }
+    Ok(entries)
+}
+
+/// One recorded entry: a JSON line of `received_ns`, `labels`, `ts` and `line`.
+fn record_line(entry: &Entry, received_ns: u128) -> String {
+    let labels: Vec<String> = entry
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
+        .collect();
+    format!(
+        "{{\"received_ns\":\"{received_ns}\",\"labels\":{{{}}},\"ts\":\"{}\",\"line\":{}}}\n",
+        labels.join(","),
+        entry.ts,
+        json_string(&entry.line)
+    )
+}
+
+/// Loki accepts pushes of a few MiB; nginx in front admits 16 MiB (client_max_body_size).
+const MAX_PUSH_BYTES: usize = 16 << 20;
+
+/// `POST /loki/api/v1/push`: status and body of the answer.
+fn push(
+    record: &Mutex<PathBuf>,
+    method: &str,
+    headers: &HashMap<String, String>,
+    reader: &mut impl Read,
+) -> (&'static str, String) {
+    if method != "POST" {
+        return ("405 Method Not Allowed", "push with POST\n".into());
+    }
+    let content_type = headers.get("content-type").map_or("", String::as_str);
+    if content_type.split(';').next().map(str::trim) != Some("application/json") {
+        return (
+            "415 Unsupported Media Type",
+            format!(
+                "the Loki stand-in reads JSON push bodies only (Content-Type: application/json), got {content_type:?}\n"
+            ),
+        );
+    }
+    let Some(length) = headers
+        .get("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return (
+            "411 Length Required",
+            "a push needs a Content-Length\n".into(),
+        );
+    };
+    if length > MAX_PUSH_BYTES {
+        return (
+            "413 Payload Too Large",
+            format!("push of {length} bytes; at most {MAX_PUSH_BYTES}\n"),
+        );
+    }
+    let mut body = vec![0; length];
+    if let Err(err) = reader.read_exact(&mut body) {
+        return ("400 Bad Request", format!("reading the push body: {err}\n"));
+    }
+    let Ok(body) = String::from_utf8(body) else {
+        return ("400 Bad Request", "the push body is not UTF-8\n".into());
+    };
+    let entries = match push_entries(&body) {
+        Ok(entries) => entries,
+        Err(why) => return ("400 Bad Request", format!("{why}\n")),
+    };
+    let received_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let lines: String = entries
+        .iter()
+        .map(|entry| record_line(entry, received_ns))
+        .collect();
+    let path = record
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let written = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&*path)
+        .and_then(|mut file| file.write_all(lines.as_bytes()));
+    match written {
+        Ok(()) => ("204 No Content", String::new()),
+        Err(err) => (
+            "500 Internal Server Error",
+            format!("recording the push in {}: {err}\n", path.display()),
+        ),
+    }
+}
+
 fn handle(service: &Service, mut stream: TcpStream) -> io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request = String::new();
@@ -415,11 +840,21 @@ fn handle(service: &Service, mut stream: TcpStream) -> io::Result<()> {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
         }
     }
+    let method = request.split_whitespace().next().unwrap_or("");
     let target = request.split_whitespace().nth(1).unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let text = "text/plain; version=0.0.4; charset=utf-8";
     if path == service.health_path {
         respond(&mut stream, "200 OK", "text/plain", "ready\n")
+    } else if let (Some(record), "/loki/api/v1/push") = (&service.pushes, path) {
+        let (status, body) = push(record, method, &headers, &mut reader);
+        respond(&mut stream, status, "text/plain; charset=utf-8", &body)
+    } else if let (Some(record), "/standin/pushes") = (&service.pushes, path) {
+        let path = record
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let recorded = fs::read_to_string(&*path).unwrap_or_default();
+        respond(&mut stream, "200 OK", "application/x-ndjson", &recorded)
     } else if path == "/metrics" {
         let body = format!(
             "# TYPE standin_info gauge\nstandin_info{{service=\"{}\"}} 1\n{}",
@@ -525,4 +960,206 @@ fn main() -> ExitCode {
         });
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(labels: &[(&str, &str)], ts: &str, line: &str) -> Entry {
+        Entry {
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ts: ts.into(),
+            line: line.into(),
+        }
+    }
+
+    #[test]
+    fn json_values_escapes_and_nesting_parse() {
+        assert_eq!(
+            parse_json(
+                r#" {"a": [1, -2.5e3, true, false, null], "b": "x\"\\\/\n\u00e9\ud83d\ude00"} "#
+            ),
+            Ok(Json::Object(vec![
+                (
+                    "a".into(),
+                    Json::Array(vec![
+                        Json::Number("1".into()),
+                        Json::Number("-2.5e3".into()),
+                        Json::Bool(true),
+                        Json::Bool(false),
+                        Json::Null,
+                    ])
+                ),
+                ("b".into(), Json::Str("x\"\\/\né😀".into())),
+            ]))
+        );
+        assert_eq!(parse_json("\"ü\""), Ok(Json::Str("ü".into())));
+    }
+
+    #[test]
+    fn malformed_json_is_refused_naming_the_place() {
+        for (text, why) in [
+            ("", "byte 0: unexpected end of input"),
+            ("{\"a\" 1}", "byte 5: expected ':'"),
+            ("[1, 2", "byte 5: expected ',' or ']'"),
+            ("{\"a\": 1,}", "byte 8: expected a string key"),
+            ("\"abc", "unterminated string"),
+            ("\"a\nb\"", "byte 2: control character in string"),
+            ("\"\\x\"", "unknown escape"),
+            ("\"\\ud83d\"", "lone UTF-16 surrogate"),
+            ("{} x", "byte 3: characters after the JSON value"),
+            ("-", "malformed number \"-\""),
+            ("tru", "expected a value"),
+        ] {
+            let err = parse_json(text).unwrap_err();
+            assert!(err.contains(why), "{text:?}: {err}");
+        }
+        let deep = "[".repeat(MAX_DEPTH + 2);
+        assert!(parse_json(&deep).unwrap_err().contains("nested deeper"));
+    }
+
+    #[test]
+    fn a_push_body_gives_every_entry_with_its_streams_labels() {
+        let body = r#"{"streams":[
+            {"stream":{"host":"app1","level":"info"},"values":[["1700000000000000001","first"],["1700000000000000002","second",{"trace_id":"x"}]]},
+            {"stream":{"host":"app2"},"values":[]},
+            {"stream":{"host":"app3"},"values":[["3","third \"quoted\""]]}
+        ]}"#;
+        assert_eq!(
+            push_entries(body),
+            Ok(vec![
+                entry(
+                    &[("host", "app1"), ("level", "info")],
+                    "1700000000000000001",
+                    "first"
+                ),
+                entry(
+                    &[("host", "app1"), ("level", "info")],
+                    "1700000000000000002",
+                    "second"
+                ),
+                entry(&[("host", "app3")], "3", "third \"quoted\""),
+            ])
+        );
+        assert_eq!(push_entries(r#"{"streams":[]}"#), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_malformed_push_is_refused_naming_what_is_wrong() {
+        for (body, why) in [
+            ("[]", "must be a JSON object"),
+            ("{}", "has no \"streams\""),
+            (r#"{"streams":{}}"#, "\"streams\" must be an array"),
+            (r#"{"streams":[1]}"#, "streams[0] must be an object"),
+            (
+                r#"{"streams":[{"values":[]}]}"#,
+                "streams[0].stream must be an object",
+            ),
+            (
+                r#"{"streams":[{"stream":{},"values":[]}]}"#,
+                "streams[0].stream: at least one label pair",
+            ),
+            (
+                r#"{"streams":[{"stream":{"1x":"a"},"values":[]}]}"#,
+                "invalid label name \"1x\"",
+            ),
+            (
+                r#"{"streams":[{"stream":{"a":"1","a":"2"},"values":[]}]}"#,
+                "duplicate label name \"a\"",
+            ),
+            (
+                r#"{"streams":[{"stream":{"a":1},"values":[]}]}"#,
+                "streams[0].stream.a: label values must be strings",
+            ),
+            (
+                r#"{"streams":[{"stream":{"a":"1"}}]}"#,
+                "streams[0].values must be an array",
+            ),
+            (
+                r#"{"streams":[{"stream":{"a":"1"},"values":[["1"]]}]}"#,
+                "streams[0].values[0] must be [",
+            ),
+            (
+                r#"{"streams":[{"stream":{"a":"1"},"values":[[1,"x"]]}]}"#,
+                "streams[0].values[0] must be [",
+            ),
+            (
+                r#"{"streams":[{"stream":{"a":"1"},"values":[["1","ok"],["2024-01-01","x"]]}]}"#,
+                "streams[0].values[1][0]: the timestamp must be a string of nanoseconds",
+            ),
+            (r#"{"streams":[}"#, "invalid JSON at byte 12"),
+        ] {
+            let err = push_entries(body).unwrap_err();
+            assert!(err.contains(why), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_recorded_entry_is_one_json_line_that_parses_back() {
+        let line = record_line(
+            &entry(&[("host", "app1")], "42", "tab\there \"q\" \u{1}"),
+            7,
+        );
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        assert_eq!(
+            parse_json(&line),
+            Ok(Json::Object(vec![
+                ("received_ns".into(), Json::Str("7".into())),
+                (
+                    "labels".into(),
+                    Json::Object(vec![("host".into(), Json::Str("app1".into()))])
+                ),
+                ("ts".into(), Json::Str("42".into())),
+                ("line".into(), Json::Str("tab\there \"q\" \u{1}".into())),
+            ]))
+        );
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_push_is_recorded_and_a_refused_one_records_nothing() {
+        let dir = env::temp_dir().join(format!("standin-push-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let record = Mutex::new(dir.join("pushes.jsonl"));
+        let body = r#"{"streams":[{"stream":{"host":"app1"},"values":[["1","a"],["2","b"]]}]}"#;
+        let json = |length: usize| {
+            headers(&[
+                ("content-type", "application/json"),
+                ("content-length", &length.to_string()),
+            ])
+        };
+        let answer = push(&record, "POST", &json(body.len()), &mut body.as_bytes());
+        assert_eq!(answer, ("204 No Content", String::new()));
+        let bad = r#"{"streams":[{"stream":{"host":"app1"},"values":[["1","a"],["x","b"]]}]}"#;
+        let (status, why) = push(&record, "POST", &json(bad.len()), &mut bad.as_bytes());
+        assert_eq!(status, "400 Bad Request");
+        assert!(why.contains("values[1][0]"), "{why}");
+        let protobuf = headers(&[
+            ("content-type", "application/x-protobuf"),
+            ("content-length", "1"),
+        ]);
+        assert_eq!(
+            push(&record, "POST", &protobuf, &mut &b"x"[..]).0,
+            "415 Unsupported Media Type"
+        );
+        assert_eq!(
+            push(&record, "GET", &json(0), &mut &b""[..]).0,
+            "405 Method Not Allowed"
+        );
+        let recorded = fs::read_to_string(dir.join("pushes.jsonl")).unwrap();
+        let lines: Vec<&str> = recorded.lines().collect();
+        assert_eq!(lines.len(), 2, "{recorded}");
+        assert!(lines[0].contains("\"line\":\"a\"") && lines[1].contains("\"line\":\"b\""));
+        fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -175,6 +175,20 @@ def test_target_down_for_is_overridden_through_the_declaration(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_target_down_names_the_host_of_an_agents_target(tmp_path):
+    """Issue 18: every agent's warpwatch is 127.0.0.1:8080 on its own host; the summary says
+    which host, from the `host` its collector adds."""
+    down = target_down("warpwatch", spec.PORTS["warpwatch"], "2m")
+    down["exp_labels"] |= {"instance": f"127.0.0.1:{spec.PORTS['warpwatch']}", "host": "app1"}
+    down["exp_annotations"]["summary"] = f"Target 127.0.0.1:{spec.PORTS['warpwatch']} of warpwatch on app1 is down"
+    series = [
+        {"series": f'up{{job="warpwatch", service="warpwatch", instance="127.0.0.1:{spec.PORTS["warpwatch"]}", host="{host}"}}', "values": values}
+        for host, values in (("app1", "0x20"), ("app2", "1x20"))
+    ]
+    proc = target_down_test(tmp_path, "{ }", [{"eval_time": "3m", "alertname": "TargetDown", "exp_alerts": [down]}], series)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_target_down_case_can_fail(tmp_path):
     """The cases above can fail: the default `for` of 2 minutes has not passed at 30 s."""
     proc = target_down_test(

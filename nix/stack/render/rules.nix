@@ -56,7 +56,9 @@ let
             for = targetDownFor;
             labels.severity = "page";
             annotations = {
-              summary = "Target {{ $labels.instance }} of {{ $labels.service }} is down";
+              # An agent's targets are 127.0.0.1 on every host: its `host` says which. Tight
+              # braces keep the rendered line within yamllint's 120 columns.
+              summary = "Target {{ $labels.instance }} of {{ $labels.service }}{{with $labels.host}} on {{.}}{{end}} is down";
               description = "Prometheus has failed to scrape {{ $labels.service }} for ${targetDownFor}.";
             };
           }
