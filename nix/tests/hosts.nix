@@ -50,34 +50,21 @@ let
   # two evaluation intervals and a minute of margin on top.
   silentWithin =
     silentFor + 4 * prometheus.scrapeIntervalSeconds + 2 * prometheus.evaluationIntervalSeconds + 60;
-  adminPassword = "vm-test-admin-password";
 in
 {
   name = "warpwatch-hosts";
 
   nodes.monitor =
-    { lib, pkgs, ... }:
+    { pkgs, ... }:
     {
       imports = [
         module
         ../hosts/monitor.nix
+        (import ./grafana-secrets.nix { adminPassword = "vm-test-admin-password"; })
       ];
       virtualisation.memorySize = 3072;
       virtualisation.diskSize = 4096;
       services.warpwatch.monitoring.overrides = testOverrides;
-      # Test secrets: copied files (mode set), so the paths are outside the store as required.
-      environment.etc."warpwatch-test/grafana-admin-password" = {
-        text = adminPassword;
-        mode = "0400";
-      };
-      environment.etc."warpwatch-test/grafana-secret-key" = {
-        text = "vm-test-secret-key-0123456789abcdef";
-        mode = "0400";
-      };
-      services.warpwatch.grafana = {
-        adminPasswordFile = lib.mkForce "/etc/warpwatch-test/grafana-admin-password";
-        secretKeyFile = lib.mkForce "/etc/warpwatch-test/grafana-secret-key";
-      };
       environment.systemPackages = [
         pkgs.curl
         pkgs.jq

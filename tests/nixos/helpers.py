@@ -154,3 +154,16 @@ def start_prometheus(directory: Path, config: dict, port: int) -> subprocess.Pop
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def promtool_check_config(config: Path, *flags: str) -> str:
+    """`promtool check config [flags] <config>` with the real promtool; fails the test unless it
+    accepts the file. Its report (stdout)."""
+    proc = subprocess.run(
+        [require_tool("promtool"), "check", "config", *flags, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout

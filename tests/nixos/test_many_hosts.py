@@ -9,7 +9,17 @@ import yaml
 
 from tests.conftest import nix_eval, nix_eval_error, require_tool, write_files
 from tests.hosts.helpers import make_pki
-from tests.nixos.helpers import AGENT, FAKE, RECEIVING, mapping, mapping_error, mapping_expr, merged, resolve
+from tests.nixos.helpers import (
+    AGENT,
+    FAKE,
+    RECEIVING,
+    mapping,
+    mapping_error,
+    mapping_expr,
+    merged,
+    promtool_check_config,
+    resolve,
+)
 
 # What nix/module.nix passes as hostsFieldPrefix: its options' path.
 PREFIX = "services.warpwatch.monitoring."
@@ -134,13 +144,7 @@ def test_promtool_accepts_the_collector_configuration_nixpkgs_writes(agent, tmp_
         "scrape_configs": prometheus["scrapeConfigs"],
     }
     write_files(tmp_path, {"prometheus.yml": yaml.safe_dump(config)})
-    proc = subprocess.run(
-        [require_tool("promtool"), "check", "config", "--agent", str(tmp_path / "prometheus.yml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    promtool_check_config(tmp_path / "prometheus.yml", "--agent")
 
 
 def test_an_agent_host_running_its_own_prometheus_server_fails_naming_the_option():
