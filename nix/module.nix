@@ -29,8 +29,18 @@ let
   # The flake's packages for the host's system (read only when a default is).
   flakePackages = packages.${pkgs.stdenv.hostPlatform.system};
 
-  # The declaration with the user's overrides; option defaults come from here.
-  declared = (import ./stack { overrides = cfg.monitoring.overrides; }).stack;
+  # The declaration with the user's overrides; option defaults come from here. Without the
+  # many-hosts fields: those are checked with their options below (`api`), since an override
+  # such as role = "agent" is valid only together with the agent's options.
+  declared =
+    (import ./stack {
+      overrides = builtins.removeAttrs cfg.monitoring.overrides [
+        "role"
+        "hosts"
+        "receiver"
+        "agent"
+      ];
+    }).stack;
 
   # services.warpwatch.monitoring.alerts in the declaration's shape: unset (null) fields left out,
   # so the declaration's defaults and its checks (nix/stack/validate.nix) apply.

@@ -287,3 +287,21 @@ def test_the_tls_options_are_strings_so_a_path_is_refused_not_copied():
         "open": False,
         "files": [{"nullOr": "str"}] * 7,
     }
+
+
+def test_many_hosts_overrides_beside_the_options_do_not_fail_the_option_defaults():
+    # An override of the many-hosts fields (receiver.enable, role) is valid only together with
+    # the options (the TLS files): the option defaults must not check the overrides on their own.
+    expr = (
+        'let types = { attrsOf = t: t; anything = "anything"; str = "str"; bool = "bool"; port = "port"; '
+        'package = "package"; nullOr = t: t; listOf = t: t; enum = v: v; submodule = m: m; }; '
+        "m = import ./nix/module.nix { } { config.services.warpwatch.monitoring.overrides = "
+        '{ role = "agent"; receiver = { enable = true; port = 9443; }; }; '
+        'config.networking.hostName = "app1"; options = { }; pkgs = { }; '
+        "lib = { mkOption = o: o; inherit types; mkEnableOption = d: { default = false; }; literalExpression = t: t; "
+        "literalMD = t: t; mkPackageOption = _: _: _: { }; }; }; "
+        "o = m.options.services.warpwatch.monitoring; "
+        "in { role = o.role.default; port = o.receiver.port.default; logShipper = o.logShipper.default; }"
+    )
+    # The declaration's values: the overrides win over the options when the stack is built.
+    assert nix_eval(expr) == {"role": "server", "port": 8443, "logShipper": "promtail"}
