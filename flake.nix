@@ -201,12 +201,26 @@
       # The module of nix/module.nix with the packages of this flake as option defaults.
       nixosModules.default = lib.modules.importApply ./nix/module.nix { inherit (self) packages; };
 
-      nixosConfigurations.example = nixpkgs.lib.nixosSystem {
-        system = "x86_64-linux";
-        modules = [
-          self.nixosModules.default
-          ./nix/hosts/example.nix
-        ];
-      };
+      nixosConfigurations =
+        let
+          host =
+            modules:
+            nixpkgs.lib.nixosSystem {
+              system = "x86_64-linux";
+              modules = [ self.nixosModules.default ] ++ modules;
+            };
+        in
+        {
+          example = host [ ./nix/hosts/example.nix ];
+          # Many hosts (README "Many hosts"): the monitoring server and one agent pushing to it.
+          monitor = host [
+            ./nix/hosts/placeholder-hardware.nix
+            ./nix/hosts/monitor.nix
+          ];
+          app1 = host [
+            ./nix/hosts/placeholder-hardware.nix
+            ./nix/hosts/app1.nix
+          ];
+        };
     };
 }

@@ -1,5 +1,6 @@
 # `nix flake check` on Linux: the package with its tests, the Rust lints, Nix formatting, the
-# offline validations of the rendered stack, and the NixOS VM test for each log shipper.
+# offline validations of the rendered stack, the NixOS VM test for each log shipper, and the
+# two-host VM test of many hosts.
 {
   lib,
   runCommand,
@@ -153,4 +154,6 @@ in
 
   vm-promtail = vmTest "promtail";
   vm-alloy = vmTest "alloy";
+  # Many hosts: the example pair of nix/hosts/, the agent pushing to the server over mutual TLS.
+  vm-hosts = testers.runNixOSTest (import ./tests/hosts.nix { module = nixosModule; });
 }

@@ -29,8 +29,18 @@ let
   # The flake's packages for the host's system (read only when a default is).
   flakePackages = packages.${pkgs.stdenv.hostPlatform.system};
 
-  # The declaration with the user's overrides; option defaults come from here.
-  declared = (import ./stack { overrides = cfg.monitoring.overrides; }).stack;
+  # The declaration with the user's overrides; option defaults come from here. Without the
+  # many-hosts fields: those are checked with their options below (`api`), since an override
+  # such as role = "agent" is valid only together with the agent's options.
+  declared =
+    (import ./stack {
+      overrides = builtins.removeAttrs cfg.monitoring.overrides [
+        "role"
+        "hosts"
+        "receiver"
+        "agent"
+      ];
+    }).stack;
 
   # services.warpwatch.monitoring.alerts in the declaration's shape: unset (null) fields left out,
   # so the declaration's defaults and its checks (nix/stack/validate.nix) apply.
@@ -50,9 +60,41 @@ let
       routes = map withoutNulls alerts.routes;
     };
 
+  # Many hosts: the options below in the declaration's shape (role, hosts, receiver, agent; unset
+  # files left out so the declaration's checks name them). overrides win, as for alerts.
+  monitoringCfg = cfg.monitoring;
+  role = monitoringCfg.overrides.role or monitoringCfg.role;
+  hostsDeclared = {
+    inherit (monitoringCfg) role;
+    hosts =
+      withoutNulls { inherit (monitoringCfg.hosts) expected; }
+      # The `host` label of this host's series: needed where hosts meet (an agent, a receiving
+      # server); elsewhere a host name the declaration's rules refuse cannot fail a single host.
+      // lib.optionalAttrs (role == "agent" || monitoringCfg.receiver.enable) {
+        inherit (monitoringCfg.hosts) name;
+      };
+    receiver = {
+      inherit (monitoringCfg.receiver) enable bindAddress port;
+    }
+    // withoutNulls { inherit (monitoringCfg.receiver) certFile keyFile clientCaFile; };
+    agent = withoutNulls {
+      inherit (monitoringCfg.agent)
+        serverAddress
+        certFile
+        keyFile
+        caFile
+        ;
+    };
+  };
+
   api = import ./stack {
+    # Validation messages of those fields name the options above.
+    hostsFieldPrefix = "services.warpwatch.monitoring.";
     overrides =
-      lib.recursiveUpdate (lib.recursiveUpdate { alerts = alertsDeclared; } cfg.monitoring.overrides)
+      lib.recursiveUpdate
+        (lib.recursiveUpdate (lib.recursiveUpdate {
+          alerts = alertsDeclared;
+        } hostsDeclared) cfg.monitoring.overrides)
         {
           logShipper = cfg.monitoring.logShipper;
           services.warpwatch.port = cfg.port;
@@ -116,6 +158,8 @@ let
     promtail = cfg.monitoring.promtailPackage;
     alloy = cfg.monitoring.alloyPackage;
     systemd = pkgs.systemd;
+    nginx = pkgs.nginx;
+    receiverOpenFirewall = cfg.monitoring.receiver.openFirewall;
     extraEnvironment = cfg.environment;
     grafana = {
       inherit (cfg.grafana)
@@ -172,6 +216,20 @@ let
         systemd credentials (so it may stay `root:root 0400`). A string, not a Nix path: a path
         literal would be copied into the world-readable Nix store. Required when
         {option}`services.warpwatch.monitoring.enable` is set.
+      '';
+    };
+
+  # A TLS file of many hosts: a string, so a path literal is a type error instead of a store copy.
+  tlsFile =
+    what: example:
+    mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      inherit example;
+      description = ''
+        Absolute path of the ${what}, outside the Nix store (a string, not a Nix path: a path
+        literal would be copied into the world-readable store). Read at service start as a
+        systemd credential, so it may stay `root:root 0400`.
       '';
     };
 
@@ -255,6 +313,85 @@ in
           Grafana Alloy for the stack's own shipper unit (used when `logShipper = "alloy"`); the
           host's {option}`services.alloy` stays the host's.
         '';
+      };
+
+      # Many hosts (README "Many hosts"): the declaration's role, hosts, receiver and agent,
+      # typed; the declaration checks them and its messages name these options.
+      role = mkOption {
+        type = types.enum [
+          "server"
+          "agent"
+        ];
+        default = declared.role;
+        defaultText = lib.literalMD "`role` of nix/stack/declaration.nix (`\"server\"`)";
+        description = ''
+          `"server"` runs the whole monitoring stack here (and, with
+          {option}`services.warpwatch.monitoring.receiver.enable`, receives other hosts' metrics
+          and logs); `"agent"` runs only warpwatch, the node exporter and the collectors
+          (Prometheus in agent mode, the log shipper), which push to the server over mutual TLS.
+          Nothing on an agent listens beyond loopback.
+        '';
+      };
+
+      hosts = {
+        name = mkOption {
+          type = types.str;
+          default = config.networking.hostName;
+          defaultText = lib.literalExpression "config.networking.hostName";
+          description = ''
+            This host's name among many: the `host` label of every series and log line an agent
+            pushes and of a receiving server's own series. Lower-case letters, digits, `.`, `-`
+            or `_`.
+          '';
+        };
+        expected = mkOption {
+          type = types.nullOr (types.listOf types.str);
+          default = null;
+          example = [
+            "app1"
+            "app2"
+          ];
+          description = ''
+            Server: the agents it expects to hear from. One that sends nothing for
+            `hosts.silentForSeconds` raises HostSilent. Unset on a receiving server: a warning.
+          '';
+        };
+      };
+
+      receiver = {
+        enable = lib.mkEnableOption "the receiver (a server's mutual-TLS endpoint for agents' remote write and log pushes)";
+        bindAddress = mkOption {
+          type = types.str;
+          default = declared.receiver.bindAddress;
+          defaultText = lib.literalMD "`receiver.bindAddress` of nix/stack/declaration.nix (`\"0.0.0.0\"`)";
+          description = "Address the receiver listens on for agents.";
+        };
+        port = mkOption {
+          type = types.port;
+          default = declared.receiver.port;
+          defaultText = lib.literalMD "`receiver.port` of nix/stack/declaration.nix";
+          description = "TCP port the receiver listens on for agents.";
+        };
+        openFirewall = mkOption {
+          type = types.bool;
+          default = false;
+          description = "Open {option}`services.warpwatch.monitoring.receiver.port` in the firewall.";
+        };
+        certFile = tlsFile "receiver's certificate" "/etc/warpwatch/tls/server.crt";
+        keyFile = tlsFile "receiver's private key" "/run/keys/warpwatch/server.key";
+        clientCaFile = tlsFile "CA certificate that signed the agents' client certificates" "/etc/warpwatch/tls/ca.crt";
+      };
+
+      agent = {
+        serverAddress = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "monitor.example.org:8443";
+          description = "An agent's server: its receiver as host:port.";
+        };
+        certFile = tlsFile "agent's client certificate" "/etc/warpwatch/tls/client.crt";
+        keyFile = tlsFile "agent's client private key" "/run/keys/warpwatch/client.key";
+        caFile = tlsFile "CA certificate that signed the server's certificate" "/etc/warpwatch/tls/ca.crt";
       };
 
       # The declaration's `alerts` (nix/stack/declaration.nix), typed; overrides.alerts wins.

@@ -8,6 +8,9 @@
 #     '(import ./nix/stack { overrides = { services.loki.memoryMiB = 1024; }; }).compose.project'
 {
   overrides ? { },
+  # Put before role, hosts.*, receiver.* and agent.* in validation messages (nix/module.nix's
+  # option paths), so a message names what the user set.
+  hostsFieldPrefix ? "",
 }:
 let
   inherit (import ./lib.nix)
@@ -26,7 +29,7 @@ let
     services = builtins.mapAttrs (_: deepMerge declaration.serviceDefaults) declaration.services;
   };
 
-  validated = import ./validate.nix declared overrides;
+  validated = import ./validate.nix { inherit hostsFieldPrefix; } declared overrides;
 
   # The declaration plus fields every rendering needs, computed once.
   stack = validated // {
@@ -35,7 +38,7 @@ let
     warnings =
       if validated.role == "server" && validated.receiver.enable && validated.hosts.expected == null then
         [
-          "warpwatch stack: receiver.enable is set but hosts.expected is not: no HostSilent alert will fire for an agent that goes quiet. List the agents' names, e.g. hosts.expected = [ \"app1\" \"app2\" ]."
+          "warpwatch stack: ${hostsFieldPrefix}receiver.enable is set but ${hostsFieldPrefix}hosts.expected is not: no HostSilent alert will fire for an agent that goes quiet. List the agents' names, e.g. ${hostsFieldPrefix}hosts.expected = [ \"app1\" \"app2\" ]."
         ]
       else
         [ ];
@@ -85,7 +88,7 @@ let
   );
 
   # The NixOS mapping: option values for nix/module.nix (a function of packages and options).
-  nixos = serverOnly "NixOS mapping" (import ./nixos { inherit stack configs toYAML; });
+  nixos = import ./nixos { inherit stack configs toYAML; };
 in
 {
   inherit

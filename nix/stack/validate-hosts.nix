@@ -1,6 +1,10 @@
 # The rules of many hosts (`role`, `hosts`, `receiver`, `agent`): a list of messages, each naming
 # the field and the fix, as the rest of ./validate.nix does.
-{ show, secretFile }:
+{
+  show,
+  secretFile,
+  hostsFieldPrefix ? "",
+}:
 stack:
 let
   inherit (builtins)
@@ -22,6 +26,8 @@ let
     agent
     ;
   check = ok: message: if ok then [ ] else [ message ];
+  # A field as the user set it (the declaration's name, or nix/module.nix's option path).
+  f = field: hostsFieldPrefix + field;
   hostName = "[a-z0-9][a-z0-9._-]*";
 
   # Certificates are public, but a Nix path would still tie the file's lifetime to the store;
@@ -58,9 +64,9 @@ let
     if hosts.expected == null then
       [ ]
     else if !(isList hosts.expected) then
-      [ "hosts.expected must be a list of host names (got ${show hosts.expected})" ]
+      [ "${f "hosts.expected"} must be a list of host names (got ${show hosts.expected})" ]
     else
-      concatMap (nameRule "hosts.expected") hosts.expected
+      concatMap (nameRule (f "hosts.expected")) hosts.expected
       ++ (
         let
           duplicates = filter (
@@ -68,44 +74,44 @@ let
           ) hosts.expected;
         in
         check (duplicates == [ ])
-          "hosts.expected names ${show (builtins.head duplicates)} more than once: every host needs a name of its own (it is the `host` label that tells their series apart)"
+          "${f "hosts.expected"} names ${show (builtins.head duplicates)} more than once: every host needs a name of its own (it is the `host` label that tells their series apart)"
       );
 
   serverRules =
-    fileRule "receiver.certFile" "/etc/warpwatch/tls/server.crt" receiver.certFile
-    ++ keyRule "receiver.keyFile" receiver.keyFile
-    ++ fileRule "receiver.clientCaFile" "/etc/warpwatch/tls/ca.crt" receiver.clientCaFile
+    fileRule (f "receiver.certFile") "/etc/warpwatch/tls/server.crt" receiver.certFile
+    ++ keyRule (f "receiver.keyFile") receiver.keyFile
+    ++ fileRule (f "receiver.clientCaFile") "/etc/warpwatch/tls/ca.crt" receiver.clientCaFile
     ++ check (
       isInt receiver.port && receiver.port >= 1 && receiver.port <= 65535
-    ) "receiver.port must be a port number between 1 and 65535 (got ${show receiver.port})"
+    ) "${f "receiver.port"} must be a port number between 1 and 65535 (got ${show receiver.port})"
     ++ check (
       !(elem receiver.port (map (s: s.port) (builtins.attrValues stack.services)))
-    ) "receiver.port ${show receiver.port} is a service's port too: pick another"
-    ++ check (
-      isString receiver.bindAddress && receiver.bindAddress != ""
-    ) "receiver.bindAddress must be an address such as \"0.0.0.0\" (got ${show receiver.bindAddress})";
+    ) "${f "receiver.port"} ${show receiver.port} is a service's port too: pick another"
+    ++
+      check (isString receiver.bindAddress && receiver.bindAddress != "")
+        "${f "receiver.bindAddress"} must be an address such as \"0.0.0.0\" (got ${show receiver.bindAddress})";
 
   agentRules =
     (
       if hosts.name == null then
         [
-          "hosts.name is not set: an agent needs its host name, e.g. hosts.name = \"app1\" (the `host` label of everything it sends)"
+          "${f "hosts.name"} is not set: an agent needs its host name, e.g. ${f "hosts.name"} = \"app1\" (the `host` label of everything it sends)"
         ]
       else
-        nameRule "hosts.name" hosts.name
+        nameRule (f "hosts.name") hosts.name
     )
     ++ (
       if agent.serverAddress == null then
         [
-          "agent.serverAddress is not set: give the server's receiver as host:port, e.g. agent.serverAddress = \"monitor.example.org:${toString receiver.port}\""
+          "${f "agent.serverAddress"} is not set: give the server's receiver as host:port, e.g. ${f "agent.serverAddress"} = \"monitor.example.org:${toString receiver.port}\""
         ]
       else
         check (isString agent.serverAddress && match "[^/:[:space:]]+:[0-9]+" agent.serverAddress != null)
-          "agent.serverAddress must be host:port, e.g. \"monitor.example.org:${toString receiver.port}\" (got ${show agent.serverAddress})"
+          "${f "agent.serverAddress"} must be host:port, e.g. \"monitor.example.org:${toString receiver.port}\" (got ${show agent.serverAddress})"
     )
-    ++ fileRule "agent.certFile" "/etc/warpwatch/tls/client.crt" agent.certFile
-    ++ keyRule "agent.keyFile" agent.keyFile
-    ++ fileRule "agent.caFile" "/etc/warpwatch/tls/ca.crt" agent.caFile;
+    ++ fileRule (f "agent.certFile") "/etc/warpwatch/tls/client.crt" agent.certFile
+    ++ keyRule (f "agent.keyFile") agent.keyFile
+    ++ fileRule (f "agent.caFile") "/etc/warpwatch/tls/ca.crt" agent.caFile;
 in
 if
   !(elem role [
@@ -113,12 +119,12 @@ if
     "agent"
   ])
 then
-  [ "role must be \"server\" or \"agent\" (got ${show role})" ]
+  [ "${f "role"} must be \"server\" or \"agent\" (got ${show role})" ]
 else
   check (
     isInt hosts.silentForSeconds && hosts.silentForSeconds > 0
-  ) "hosts.silentForSeconds must be a positive integer (got ${show hosts.silentForSeconds})"
-  ++ (if hosts.name != null && role == "server" then nameRule "hosts.name" hosts.name else [ ])
+  ) "${f "hosts.silentForSeconds"} must be a positive integer (got ${show hosts.silentForSeconds})"
+  ++ (if hosts.name != null && role == "server" then nameRule (f "hosts.name") hosts.name else [ ])
   ++ expectedRules
   ++ (if role == "agent" then agentRules else [ ])
   ++ (if role == "server" && receiver.enable then serverRules else [ ])

@@ -298,7 +298,7 @@ let
   nonNegativeInt = value: isInt value && value >= 0;
 
   rules =
-    stack:
+    hostsFieldPrefix: stack:
     let
       names = attrNames stack.services;
       active = activeServiceNames stack;
@@ -431,12 +431,17 @@ let
       ++ positive "alerts.repeatIntervalHours" stack.alerts.repeatIntervalHours
       ++ positive "alerts.targetDownForSeconds" stack.alerts.targetDownForSeconds
       ++ alertRules stack
-      ++ import ./validate-hosts.nix { inherit show secretFile; } stack;
+      ++ import ./validate-hosts.nix { inherit show secretFile hostsFieldPrefix; } stack;
 in
+{
+  # Put before the names of the many-hosts fields (role, hosts, receiver, agent) in messages:
+  # nix/module.nix declares those fields as options under this prefix.
+  hostsFieldPrefix ? "",
+}:
 declaration: overrides:
 let
   merged = deepMerge declaration overrides;
-  errors = rules merged;
+  errors = rules hostsFieldPrefix merged;
 in
 if !isAttrs overrides then
   fail "overrides must be an attribute set (got ${show overrides})"

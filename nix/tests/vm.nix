@@ -41,20 +41,14 @@ in
   nodes.machine =
     { pkgs, ... }:
     {
-      imports = [ module ];
+      imports = [
+        module
+        (import ./grafana-secrets.nix { inherit adminPassword; })
+      ];
       virtualisation.memorySize = 3072;
       virtualisation.diskSize = 4096;
 
-      # Test secrets: copied files (mode set), so the paths are outside the store as required.
-      environment.etc."warpwatch-test/grafana-admin-password" = {
-        text = adminPassword;
-        mode = "0400";
-      };
-      environment.etc."warpwatch-test/grafana-secret-key" = {
-        text = "vm-test-secret-key-0123456789abcdef";
-        mode = "0400";
-      };
-
+      # Test secret: a copied file (mode set), so the path is outside the store as required.
       environment.etc."warpwatch-test/webhook-url" = {
         text = "http://127.0.0.1:${toString hookPort}/alerts";
         mode = "0400";
@@ -89,10 +83,6 @@ in
             groupWaitSeconds = groupWait;
             groupIntervalSeconds = 10;
           };
-        };
-        grafana = {
-          adminPasswordFile = "/etc/warpwatch-test/grafana-admin-password";
-          secretKeyFile = "/etc/warpwatch-test/grafana-secret-key";
         };
       };
 

@@ -55,6 +55,7 @@ def test_checks():
         "stack-compose",
         "stack-promtool",
         "vm-alloy",
+        "vm-hosts",
         "vm-promtail",
     ]
     clippy = out("o.checks.x86_64-linux.clippy.buildPhase")
@@ -65,6 +66,9 @@ def test_checks():
         module = out(f"builtins.attrNames o.checks.x86_64-linux.vm-{shipper}.module")
         assert {"name", "nodes", "testScript"} <= set(module)
         assert shipper in out(f"o.checks.x86_64-linux.vm-{shipper}.module.name")
+    # The two-host test of many hosts: nix/tests/hosts.nix, one node per host of the pair.
+    assert out("builtins.attrNames o.checks.x86_64-linux.vm-hosts.module.nodes") == ["app1", "monitor"]
+    assert out("o.checks.x86_64-linux.vm-hosts.module.name") == "warpwatch-hosts"
     promtool = out("o.checks.x86_64-linux.stack-promtool.script")
     for command in ("promtool check config", "promtool check rules", "promtool test rules"):
         assert command in promtool
@@ -247,6 +251,21 @@ def test_example_host():
     assert args["system"] == "x86_64-linux"
     assert args["n"] == 2
     assert args["host"].endswith("/nix/hosts/example.nix")
+
+
+def test_many_hosts_pair():
+    """The two-host example (README "Many hosts"): each host is the flake's module, the placeholder
+    hardware and its own file."""
+    pair = out(
+        "builtins.mapAttrs (_: c: { inherit (c.nixosSystemArgs) system; "
+        "modules = map toString (builtins.tail c.nixosSystemArgs.modules); }) "
+        "{ inherit (o.nixosConfigurations) monitor app1; }"
+    )
+    for name in ("monitor", "app1"):
+        assert pair[name]["system"] == "x86_64-linux"
+        hardware, host = pair[name]["modules"]
+        assert hardware.endswith("/nix/hosts/placeholder-hardware.nix")
+        assert host.endswith(f"/nix/hosts/{name}.nix")
 
 
 def test_overlay_exposes_the_package():

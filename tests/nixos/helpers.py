@@ -21,6 +21,7 @@ FAKE = {
     "promtail": "/nix/store/11111111111111111111111111111111-promtail",
     "alloy": "/nix/store/22222222222222222222222222222222-alloy",
     "systemd": "/nix/store/33333333333333333333333333333333-systemd",
+    "nginx": "/nix/store/99999999999999999999999999999999-nginx",
 }
 # What NixOS adds to every unit itself: the packages of its default PATH (systemd is the one the
 # mapping also names) and the shell `script`s run with.
@@ -33,6 +34,26 @@ SYSTEM_FAKE = {
     "bash": "/nix/store/88888888888888888888888888888888-bash",
 }
 SECRETS = {"adminPasswordFile": "/run/secrets/grafana-admin", "secretKeyFile": "/run/secrets/grafana-key"}
+# Many hosts: an agent, and a server that receives from it (TLS files outside the store).
+AGENT = {
+    "role": "agent",
+    "hosts": {"name": "app1"},
+    "agent": {
+        "serverAddress": "monitor.example.org:8443",
+        "certFile": "/etc/warpwatch/tls/client.crt",
+        "keyFile": "/run/keys/warpwatch/client.key",
+        "caFile": "/etc/warpwatch/tls/ca.crt",
+    },
+}
+RECEIVING = {
+    "hosts": {"expected": ["app1"]},
+    "receiver": {
+        "enable": True,
+        "certFile": "/etc/warpwatch/tls/server.crt",
+        "keyFile": "/run/keys/warpwatch/server.key",
+        "clientCaFile": "/etc/warpwatch/tls/ca.crt",
+    },
+}
 
 
 def warpwatch_package(directory: Path, warpwatch_bin: Path) -> Path:
@@ -133,3 +154,16 @@ def start_prometheus(directory: Path, config: dict, port: int) -> subprocess.Pop
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def promtool_check_config(config: Path, *flags: str) -> str:
+    """`promtool check config [flags] <config>` with the real promtool; fails the test unless it
+    accepts the file. Its report (stdout)."""
+    proc = subprocess.run(
+        [require_tool("promtool"), "check", "config", *flags, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout

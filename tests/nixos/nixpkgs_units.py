@@ -225,21 +225,39 @@ fi
 """
 
 
-def nixpkgs_prometheus(options: dict, ours: dict, config_text: str, store, packages: dict, prometheus: str) -> dict:
+def nixpkgs_prometheus(
+    options: dict,
+    ours: dict,
+    config_text: str,
+    store,
+    packages: dict,
+    prometheus: str,
+    agent_flag: str = "--agent",
+) -> dict:
     """What nixpkgs' Prometheus module defines from the mapping's services.prometheus values
     (`options`, resolved) and its systemd.services.prometheus.serviceConfig (`ours`, with
     priorities): the prometheus unit, the reload unit and /etc file when enableReload is on.
     `packages` are the store paths of bash/systemd/coreutils/gnugrep; `prometheus` the package's.
-    nixpkgs' reload unit logs with util-linux's logger; coreutils' echo stands for it here."""
+    nixpkgs' reload unit logs with util-linux's logger; coreutils' echo stands for it here.
+    Its command line is nixpkgs' cmdlineArgs: extraFlags first, then in agent mode the agent flag
+    (nixos-26.05's Prometheus 3 takes `--agent`; Debian's 2.42 `--enable-feature=agent`, given as
+    `agent_flag`) instead of the TSDB path."""
     reload = options.get("enableReload", False)  # nixpkgs' default
     config_file = store.add("prometheus.yml", "prometheus.yml", config_text)
     state_dir = options.get("stateDir", "prometheus2")
     listen = f"{options.get('listenAddress', '0.0.0.0')}:{options.get('port', 9090)}"
+    storage = agent_flag if options.get("enableAgentMode", False) else f"--storage.tsdb.path=/var/lib/{state_dir}/data/"
     service = {
         **NIXPKGS_SERVICE_CONFIG["prometheus"],
-        "ExecStart": f"{prometheus}/bin/prometheus"
-        f" --config.file={'/etc/prometheus/prometheus.yaml' if reload else config_file}"
-        f" --web.listen-address={listen} --storage.tsdb.path=/var/lib/{state_dir}/data/",
+        "ExecStart": " ".join(
+            [
+                f"{prometheus}/bin/prometheus",
+                *options.get("extraFlags", []),
+                f"--config.file={'/etc/prometheus/prometheus.yaml' if reload else config_file}",
+                f"--web.listen-address={listen}",
+                storage,
+            ]
+        ),
         "Restart": "always",
         "RuntimeDirectory": "prometheus",
         "RuntimeDirectoryMode": "0700",

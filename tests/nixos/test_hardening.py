@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from tests.nixos.helpers import is_default, mapping, mapping_raw, warpwatch_package, write_unit
+from tests.nixos.helpers import AGENT, RECEIVING, is_default, mapping, mapping_raw, warpwatch_package, write_unit
 from tests.nixos.nixpkgs_units import NIXPKGS_SERVICE_CONFIG, merge_unit
 
 MAX_EXPOSURE = 2.0
@@ -84,3 +84,25 @@ def test_sandbox_of_shared_units_is_a_default():
     # nixpkgs' own values (Grafana's AF_UNIX, its capability below port 1024) and the host's win.
     config = mapping_raw()["monitoring"]["systemd"]["services"]["grafana"]["serviceConfig"]
     assert is_default(config["ProtectSystem"]) and config["ProtectSystem"]["content"] == "strict"
+
+
+# Many hosts (issue 18): the receiver, and the agent's collector and shipper with their credentials.
+def test_receiver_unit_scores_at_most_two(tmp_path):
+    unit = mapping(RECEIVING)["monitoring"]["systemd"]["services"]["warpwatch-receiver"]
+    unit["serviceConfig"]["ExecStart"] = "/bin/true"
+    score = exposure(write_unit(tmp_path, "warpwatch-receiver", unit))
+    print(f"\nwarpwatch-receiver.service: exposure {score}")
+    assert score <= MAX_EXPOSURE, f"warpwatch-receiver: exposure {score} > {MAX_EXPOSURE}"
+
+
+@pytest.mark.parametrize("shipper", ["promtail", "alloy"])
+def test_agent_units_score_at_most_two(tmp_path, shipper):
+    overrides = {**AGENT, "logShipper": shipper}
+    ours = mapping_raw(overrides)["monitoring"]["systemd"]["services"]
+    collector = {"description": "collector", "serviceConfig": merge_unit(NIXPKGS_SERVICE_CONFIG["prometheus"], ours["prometheus"]["serviceConfig"])}
+    units = {"prometheus": collector, f"warpwatch-{shipper}": mapping(overrides)["monitoring"]["systemd"]["services"][f"warpwatch-{shipper}"]}
+    for name, unit in units.items():
+        unit["serviceConfig"]["ExecStart"] = "/bin/true"
+        score = exposure(write_unit(tmp_path, name, unit))
+        print(f"\nagent {name}.service: exposure {score}")
+        assert score <= MAX_EXPOSURE, f"agent {name}: exposure {score} > {MAX_EXPOSURE}"

@@ -11,8 +11,18 @@ import pytest
 import yaml
 
 from tests import spec
-from tests.conftest import free_port, http_get, nix_eval, nix_value, require_tool, stop_process, wait_for, write_files
-from tests.nixos.helpers import FAKE, SECRETS, guarded, is_default, mapping, mapping_raw, merged, start_prometheus
+from tests.conftest import free_port, http_get, nix_eval, nix_value, stop_process, wait_for, write_files
+from tests.nixos.helpers import (
+    FAKE,
+    SECRETS,
+    guarded,
+    is_default,
+    mapping,
+    mapping_raw,
+    merged,
+    promtool_check_config,
+    start_prometheus,
+)
 
 LIVED_IN = {
     "prometheus": {"listenAddress": "0.0.0.0", "port": 9091, "evaluationInterval": "1m"},
@@ -53,13 +63,7 @@ def test_host_job_named_prometheus_passes_promtool(tmp_path):
     jobs = merged(mapping())["services"]["prometheus"]["scrapeConfigs"]
     host_jobs = [{"job_name": "prometheus", "static_configs": [{"targets": ["127.0.0.1:9090"]}]}]
     write_files(tmp_path, {"prometheus.yml": yaml.safe_dump({"scrape_configs": host_jobs + jobs})})
-    proc = subprocess.run(
-        [require_tool("promtool"), "check", "config", "--syntax-only", str(tmp_path / "prometheus.yml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    promtool_check_config(tmp_path / "prometheus.yml", "--syntax-only")
 
 
 def test_our_jobs_keep_their_job_label_next_to_the_hosts(tmp_path):

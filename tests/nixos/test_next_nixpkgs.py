@@ -4,13 +4,12 @@ Prometheus' options moved under `settings` (the old names warn) and journald's e
 removed (any definition fails evaluation). nix/module.nix picks the shape from the evaluated
 `options` (nix/stack/nixos/nixpkgs-options.nix); here both are evaluated offline."""
 
-import subprocess
 
 import pytest
 import yaml
 
-from tests.conftest import nix_eval, nix_value, require_tool, write_files
-from tests.nixos.helpers import is_default, mapping, mapping_raw, merged
+from tests.conftest import nix_eval, nix_value, write_files
+from tests.nixos.helpers import is_default, mapping, mapping_raw, merged, promtool_check_config
 
 OPTIONS = "(import ./nix/stack/nixos/nixpkgs-options.nix)"
 NEXT = {"prometheusSettings": True, "journaldSettings": True}
@@ -57,14 +56,8 @@ def test_on_master_the_generated_prometheus_config_passes_promtool(tmp_path):
     checked = {key: value for key, value in config.items() if key != "storage"}
     checked["rule_files"] = [str(tmp_path / "rules.yml")]
     write_files(tmp_path, {"prometheus.yml": yaml.safe_dump(checked), "rules.yml": rules})
-    proc = subprocess.run(
-        [require_tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS" in proc.stdout and "rules found" in proc.stdout, proc.stdout
+    report = promtool_check_config(tmp_path / "prometheus.yml")
+    assert "SUCCESS" in report and "rules found" in report, report
 
 
 def test_on_master_journal_limits_are_per_key_defaults_and_extra_config_is_never_set():

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.conftest import ROOT
-from tests.nixos.helpers import mapping, merged
+from tests.nixos.helpers import AGENT, RECEIVING, mapping, merged
 
 # Attribute-set options whose keys are user-chosen names (units, files), not option names.
 NAMED = {("systemd", "services"), ("systemd", "timers"), ("environment", "etc")}
@@ -34,7 +34,8 @@ def set_paths(value, prefix=(), listed=None) -> set[str]:
     if prefix[-2:] in NAMED:
         # prefix ends with the named-set option itself: its keys are names.
         return set().union(*(set_paths(v, prefix + ("<name>",), listed) for v in value.values())) if value else set()
-    if isinstance(value, dict) and value:
+    if isinstance(value, dict):
+        # An empty set defines no option (an agent's services.loki and services.grafana).
         return set().union(*(set_paths(v, prefix + (k,), listed) for k, v in value.items()))
     return {dotted}
 
@@ -43,12 +44,21 @@ def set_paths(value, prefix=(), listed=None) -> set[str]:
 SHAPES = [{}, {"nixpkgsShape": {"prometheusSettings": True, "journaldSettings": True}}]
 
 
+# Every role the mapping renders: a server with either shipper, a receiving server, an agent.
+CONFIGURATIONS = {
+    "promtail": {"logShipper": "promtail"},
+    "alloy": {"logShipper": "alloy"},
+    "receiving": RECEIVING,
+    "agent": AGENT,
+}
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=["nixos-26.05", "master"])
-@pytest.mark.parametrize("shipper", ["promtail", "alloy"])
-def test_every_set_option_path_is_listed_with_its_source(shipper, shape):
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+def test_every_set_option_path_is_listed_with_its_source(configuration, shape):
     listed = listed_paths()
     assert len(listed) > 20, "the option list in nix/stack/nixos/default.nix was not found"
-    config = merged(mapping({"logShipper": shipper}, **shape))
+    config = merged(mapping(CONFIGURATIONS[configuration], **shape))
     used = set_paths(config, (), listed)
     unlisted = sorted(used - listed.keys())
     assert unlisted == [], f"option paths set by the mapping but not listed with a source: {unlisted}"
@@ -57,9 +67,9 @@ def test_every_set_option_path_is_listed_with_its_source(shipper, shape):
 def test_every_listed_path_is_used():
     listed = listed_paths()
     used = set()
-    for shipper in ("promtail", "alloy"):
+    for overrides in CONFIGURATIONS.values():
         for shape in SHAPES:
-            used |= set_paths(merged(mapping({"logShipper": shipper}, **shape)), (), listed)
+            used |= set_paths(merged(mapping(overrides, **shape)), (), listed)
     assert sorted(listed.keys() - used) == []
 
 

@@ -6,7 +6,8 @@ units of the offline NixOS mapping installed the way NixOS installs them.
 - Run without --privileged (this dockerd lacks CAP_SYS_RESOURCE to hand out): the capabilities
   systemd needs are added one by one, seccomp unconfined (systemd installs its own filters),
   the host cgroup namespace with /sys/fs/cgroup read-write (systemd delegates below its own
-  cgroup), tmpfs /run and /run/lock, and no network but loopback.
+  cgroup), tmpfs /run and /run/lock, and no network but loopback, unless a test puts several
+  machines on a private network of its own (`network`, with DNS `aliases`).
 - /nix/store is a read-only bind mount of a directory standing for it: the mapping's store paths
   exist there, the warpwatch one holding the real binary (bind-mounted too), the others holding
   links to the Debian programs of the package they stand for (coreutils' ln and cat, systemd's
@@ -114,7 +115,7 @@ class Machine:
     """The running container: `sh(cmd)` runs a shell command in it, `install(result)` puts a
     mapping result's units and /etc files in place."""
 
-    def __init__(self, engine: Dockerd, work: Path, warpwatch_bin: Path, diagnostics=()):
+    def __init__(self, engine: Dockerd, work: Path, warpwatch_bin: Path, diagnostics=(), network="none", aliases=()):
         self.engine = engine
         self.diagnostics = diagnostics  # shell commands whose output explains a timed-out wait
         self.image = systemd_image(engine)
@@ -134,7 +135,7 @@ class Machine:
         warpwatch_dir.mkdir(parents=True, exist_ok=True)
         (warpwatch_dir / "warpwatch").touch()  # the mount point of the real binary
         args = ["create", "--pull", "never", "--name", self.name, "--hostname", "warpwatch-test",
-                "--network", "none", "--stop-signal", "SIGRTMIN+3", "--stop-timeout", "60",
+                "--network", network, *(a for alias in aliases for a in ("--network-alias", alias)), "--stop-signal", "SIGRTMIN+3", "--stop-timeout", "60",
                 "--security-opt", "seccomp=unconfined", "--cgroupns=host",
                 "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
                 "-v", f"{self.store.directory}:/nix/store:ro",
@@ -185,6 +186,14 @@ class Machine:
 
     def sh(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         return self.engine.run(["exec", self.name, "sh", "-c", command], check=check, timeout=timeout)
+
+    def put(self, path: str, text: str, mode: str):
+        """Write a file into the running machine (also under a tmpfs such as /run, where
+        `docker cp` cannot write), owned by root."""
+        self.engine.run(
+            ["exec", "-i", self.name, "sh", "-c", f"mkdir -p $(dirname {path}) && cat > {path} && chmod {mode} {path}"],
+            input=text,
+        )
 
     def show(self, unit: str, prop: str) -> str:
         return self.sh(f"systemctl show --property={prop} --value {unit}").stdout.strip()

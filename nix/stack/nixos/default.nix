@@ -42,6 +42,9 @@
 #   services.prometheus.scrapeConfigs             nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.ruleFiles                 nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.alertmanagers             nixos/modules/services/monitoring/prometheus/default.nix
+#   services.prometheus.extraFlags                nixos/modules/services/monitoring/prometheus/default.nix
+#   services.prometheus.enableAgentMode           nixos/modules/services/monitoring/prometheus/default.nix
+#   services.prometheus.remoteWrite               nixos/modules/services/monitoring/prometheus/default.nix
 #   services.loki.enable                          nixos/modules/services/monitoring/loki.nix
 #   services.loki.dataDir                         nixos/modules/services/monitoring/loki.nix
 #   services.loki.configuration (*)               nixos/modules/services/monitoring/loki.nix
@@ -61,14 +64,15 @@
 #   services.prometheus.exporters.node.port       nixos/modules/services/monitoring/prometheus/exporters.nix
 # On nixpkgs master (26.11), where the evaluated options have `settings` (./nixpkgs-options.nix
 # picks the names), these replace services.journald.extraConfig and the services.prometheus
-# options above but enable, enableReload, listenAddress, port, stateDir, alertmanager.* and
-# exporters.* (checked against master's modules):
+# options above but enable, enableReload, enableAgentMode, extraFlags, listenAddress, port,
+# stateDir, alertmanager.* and exporters.* (checked against master's modules):
 #   services.journald.settings.Journal (*)        nixos/modules/system/boot/systemd/journald.nix
 #   services.prometheus.settings.global (*)       nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.settings.scrape_configs   nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.settings.rule_files       nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.settings.storage.tsdb.retention.time  nixos/modules/services/monitoring/prometheus/default.nix
 #   services.prometheus.settings.alerting.alertmanagers  nixos/modules/services/monitoring/prometheus/default.nix
+#   services.prometheus.settings.remote_write     nixos/modules/services/monitoring/prometheus/default.nix
 # services.promtail is NOT used (nixos-26.05 removed it), nor services.alloy (the host's own
 # pipeline may live there): the log shipper runs in a unit of its own, `unitNames.<shipper>`.
 {
@@ -80,15 +84,18 @@ let
   inherit (import ../lib.nix) concatMerge genAttrs;
   nixpkgsOptions = import ./nixpkgs-options.nix;
 
-  # The shipper runs in a unit of the stack's own (nixpkgs 26.05 has no Promtail module, and
-  # services.alloy belongs to the host, which may run its own pipeline there); every other unit
-  # is the one its nixpkgs module (or this mapping, for warpwatch) defines.
+  # The shipper and the receiver run in units of the stack's own (nixpkgs 26.05 has no Promtail
+  # module, services.alloy and services.nginx belong to the host, which may run its own there);
+  # every other unit is the one its nixpkgs module (or this mapping, for warpwatch) defines. An
+  # agent's collector is nixpkgs' Prometheus in agent mode.
   unitNames = genAttrs stack.activeServiceNames (
     name:
-    if name == stack.logShipper then
+    if name == stack.logShipper || name == "receiver" then
       "${stack.project}-${name}"
     else if name == "node-exporter" then
       "prometheus-node-exporter"
+    else if name == "collector" then
+      "prometheus"
     else
       name
   );
@@ -105,6 +112,10 @@ in
       alloy ? null,
       # Store path of systemd (systemctl) for the healthchecks.
       systemd,
+      # Store path of nginx, the server's receiver (read only when receiver.enable is set).
+      nginx ? null,
+      # Open receiver.port in the firewall (the receiver's listener for agents).
+      receiverOpenFirewall ? false,
       # lib's priority functions (mkDefault, mkOverride): the module passes nixpkgs' own, the
       # offline tests a stand-in that builds the same { _type = "override"; ... } values.
       lib,
@@ -142,6 +153,8 @@ in
           promtail
           alloy
           systemd
+          nginx
+          receiverOpenFirewall
           listenAddress
           openFirewall
           extraEnvironment
@@ -209,19 +222,32 @@ in
           ];
           serviceOptions = [ "journald" ];
         };
-        # The monitoring stack beside it, each service with its healthcheck.
+        # The monitoring stack beside it, each service with its healthcheck: a server's whole
+        # stack (with the receiver when agents push to it), or an agent's collectors.
         monitoring = {
           fragments =
-            map concern [
-              ./grafana-secrets.nix
-              ./prometheus.nix
-              ./loki.nix
-              ./grafana.nix
-              ./shipper.nix
-              ./alertmanager.nix
-              ./node-exporter.nix
-            ]
-            ++ map context.healthcheck (builtins.filter (name: name != "warpwatch") stack.activeServiceNames);
+            map concern (
+              if stack.role == "agent" then
+                [
+                  ./collector.nix
+                  ./shipper.nix
+                  ./node-exporter.nix
+                ]
+              else
+                [
+                  ./grafana-secrets.nix
+                  ./prometheus.nix
+                  ./loki.nix
+                  ./grafana.nix
+                  ./shipper.nix
+                  ./alertmanager.nix
+                  ./node-exporter.nix
+                ]
+                ++ (if stack.receiver.enable then [ ./receiver.nix ] else [ ])
+            )
+            ++ map context.healthcheck (builtins.filter (name: name != "warpwatch") stack.activeServiceNames)
+            ++ [ { inherit (stack) warnings; } ];
+          # Fixed whatever the role: the module system reads these names before the role.
           serviceOptions = [
             "prometheus"
             "loki"
@@ -247,7 +273,7 @@ in
           networking.firewall.allowedTCPPorts = merged.networking.firewall.allowedTCPPorts or [ ];
           assertions = merged.assertions or [ ];
           warnings = merged.warnings or [ ];
-          services = genAttrs serviceOptions (name: merged.services.${name});
+          services = genAttrs serviceOptions (name: merged.services.${name} or { });
         };
     in
     {

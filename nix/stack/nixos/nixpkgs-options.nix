@@ -3,7 +3,7 @@
 # Chosen by what `options` contain, never by a version string, so a host on nixos-26.05 and one on
 # nixpkgs master (26.11) evaluate without an error or a warning:
 #   - nixos-26.05: services.prometheus.{globalConfig,scrapeConfigs,ruleFiles,alertmanagers,
-#     retentionTime}; services.journald.extraConfig (lines).
+#     remoteWrite,retentionTime}; services.journald.extraConfig (lines).
 #   - master: services.prometheus.settings.* (the old names are mkRenamedOptionModule aliases that
 #     warn; `rules` became settings.rule_files); services.journald.settings.Journal (extraConfig is
 #     an mkRemovedOptionModule: any definition fails evaluation, and so does reading it).
@@ -63,6 +63,10 @@ rec {
           "alerting"
           "alertmanagers"
         ];
+        remoteWrite = [
+          "settings"
+          "remote_write"
+        ];
         retention = [
           "settings"
           "storage"
@@ -78,6 +82,7 @@ rec {
         # Files; nixpkgs checks each with `promtool check rules` at build time.
         ruleFiles = [ "ruleFiles" ];
         alertmanagers = [ "alertmanagers" ];
+        remoteWrite = [ "remoteWrite" ];
         retention = [ "retentionTime" ];
       };
 

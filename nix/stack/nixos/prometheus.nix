@@ -57,6 +57,11 @@ in
     # prometheus-config-reload unit) instead of a restart: no WAL replay, no gap in every series.
     enableReload = mkDefault true;
   }
+  # Agents' samples arrive through the receiver (./receiver.nix) as remote write; the flag is
+  # added to the host's own flags.
+  // (
+    if stack.receiver.enable then { extraFlags = [ "--web.enable-remote-write-receiver" ]; } else { }
+  )
   # Under the names this nixpkgs declares (26.05's, or master's `settings`): no rename warning.
   // nixpkgsOptions.prometheusValues nixpkgsShape {
     inherit scrapeConfigs;

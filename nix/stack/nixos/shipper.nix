@@ -1,6 +1,7 @@
 # The log shipper (Promtail or Alloy, per `logShipper`) in a unit of the stack's own: nixpkgs
 # 26.05 has no Promtail module, and services.alloy belongs to the host, which may run its own
-# pipeline there. It reads the whole default journal and ships it to Loki.
+# pipeline there. It reads the whole default journal and ships it to Loki: the server's own, or
+# on an agent the server's receiver over mutual TLS, with the TLS files as systemd credentials.
 {
   stack,
   configs,
@@ -18,15 +19,20 @@ let
   inherit (import ../lib.nix) loopback;
   inherit (stack) services;
   shipper = stack.logShipper;
+  isAgent = stack.role == "agent";
 
   shipperUnitName = unitNames.${shipper};
   shipperStateDir = "/var/lib/${shipperUnitName}";
+  credentialsDir = "/run/credentials/${shipperUnitName}.service";
   shipperConfigText = toYAML (
-    configs.promtail {
-      target = "host";
-      stateDir = shipperStateDir;
-      inherit unitNames;
-    }
+    configs.promtail (
+      {
+        target = "host";
+        stateDir = shipperStateDir;
+        inherit unitNames;
+      }
+      // (if isAgent then { tlsDir = credentialsDir; } else { })
+    )
   );
   shipperConfigPath = "${shipperUnitName}/promtail.yaml";
 
@@ -50,24 +56,26 @@ let
   shipperUnit = {
     description = "${
       if shipper == "promtail" then "Promtail (end-of-life upstream)" else "Grafana Alloy"
-    } shipping the journal to Loki";
+    } shipping the journal to ${if isAgent then "the monitoring server" else "Loki"}";
     wantedBy = [ "multi-user.target" ];
-    after = [
-      "network.target"
-      "loki.service"
-    ];
+    after = [ "network.target" ] ++ (if isAgent then [ ] else [ "loki.service" ]);
     restartTriggers = [ shipperConfigText ];
-    serviceConfig = daemonSandbox // {
-      ExecStart = shipperCommand.${shipper};
-      MemoryMax = "${toString services.${shipper}.memoryMiB}M";
-      DynamicUser = true;
-      # No PrivateUsers: a user namespace would leave the systemd-journal group unmapped.
-      SupplementaryGroups = [ "systemd-journal" ];
-      StateDirectory = shipperUnitName;
-      Restart = "always";
-      RestartSec = "2s";
-      TimeoutStopSec = "10s";
-    };
+    serviceConfig =
+      daemonSandbox
+      // {
+        ExecStart = shipperCommand.${shipper};
+        MemoryMax = "${toString services.${shipper}.memoryMiB}M";
+        DynamicUser = true;
+        # No PrivateUsers: a user namespace would leave the systemd-journal group unmapped.
+        SupplementaryGroups = [ "systemd-journal" ];
+        StateDirectory = shipperUnitName;
+        Restart = "always";
+        RestartSec = "2s";
+        TimeoutStopSec = "10s";
+      }
+      // (
+        if isAgent then { LoadCredential = import ./agent-credentials.nix stack credentialsDir; } else { }
+      );
   };
 
   # The host's own services.alloy listens on Alloy's default 127.0.0.1:12345 unless its flags
