@@ -71,8 +71,8 @@ let
     );
   };
 
-  # An agent's deployments are not rendered yet (issue 18 continues): refuse rather than deploy
-  # a whole server where an agent was asked for.
+  # An agent's NixOS deployment is not rendered yet (issue 18 continues): refuse rather than
+  # deploy a whole server where an agent was asked for.
   serverOnly =
     what: value:
     if stack.role == "agent" then
@@ -80,9 +80,7 @@ let
     else
       value;
 
-  compose = serverOnly "compose project" (
-    import ./render/compose.nix { inherit stack configs toYAML; }
-  );
+  compose = import ./render/compose.nix { inherit stack configs toYAML; };
 
   # The NixOS mapping: option values for nix/module.nix (a function of packages and options).
   nixos = serverOnly "NixOS mapping" (import ./nixos { inherit stack configs toYAML; });

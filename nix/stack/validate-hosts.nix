@@ -21,8 +21,8 @@ let
     receiver
     agent
     ;
+  inherit (import ./lib.nix) hostNamePattern serverAddressPattern;
   check = ok: message: if ok then [ ] else [ message ];
-  hostName = "[a-z0-9][a-z0-9._-]*";
 
   # Certificates are public, but a Nix path would still tie the file's lifetime to the store;
   # like the key, they are named by a string and read at run time.
@@ -51,7 +51,7 @@ let
   nameRule =
     field: value:
     check (
-      isString value && match hostName value != null
+      isString value && match hostNamePattern value != null
     ) "${field} must be a host name of lower-case letters, digits, ., - or _ (got ${show value})";
 
   expectedRules =
@@ -100,7 +100,7 @@ let
           "agent.serverAddress is not set: give the server's receiver as host:port, e.g. agent.serverAddress = \"monitor.example.org:${toString receiver.port}\""
         ]
       else
-        check (isString agent.serverAddress && match "[^/:[:space:]]+:[0-9]+" agent.serverAddress != null)
+        check (isString agent.serverAddress && match serverAddressPattern agent.serverAddress != null)
           "agent.serverAddress must be host:port, e.g. \"monitor.example.org:${toString receiver.port}\" (got ${show agent.serverAddress})"
     )
     ++ fileRule "agent.certFile" "/etc/warpwatch/tls/client.crt" agent.certFile
