@@ -150,7 +150,7 @@ def test_agent_app_is_the_stack_script_for_the_agent_project():
     assert env["WARPWATCH_STACK_COMPOSE"] != out("o.packages.x86_64-linux.compose.outPath")
     assert any(ref.startswith("warpwatch/prometheus:") for ref in refs), refs
     assert len(refs) == 4, refs  # warpwatch, node exporter, prometheus (the collector), promtail
-    lib = nix_eval("import ./nix/stack/lib.nix")
+    lib = nix_eval("{ inherit (import ./nix/stack/lib.nix) hostNamePattern serverAddressPattern; }")
     assert env["WARPWATCH_AGENT_HOST_PATTERN"] == lib["hostNamePattern"]
     assert env["WARPWATCH_AGENT_SERVER_PATTERN"] == lib["serverAddressPattern"]
     decl = nix_eval("(import ./nix/stack { }).stack.services")
