@@ -38,6 +38,7 @@ APT_PACKAGE = {
     "prometheus-alertmanager": "prometheus-alertmanager",
     "prometheus-node-exporter": "prometheus-node-exporter",
     "setpriv": "util-linux",
+    "nsenter": "util-linux",
     "nginx": "nginx",
     "openssl": "openssl",
     "ss": "iproute2",

@@ -189,8 +189,10 @@ def _pid_gone(pid: int, timeout: float) -> bool:
 
 
 @contextlib.contextmanager
-def private_dockerd():
-    """Start a private dockerd, yield a Dockerd, stop it and clean up on exit."""
+def private_dockerd(netns: str | None = None):
+    """Start a private dockerd, yield a Dockerd, stop it and clean up on exit. With `netns`, the
+    daemon (and so every container it runs on the host's network) lives in that network
+    namespace: a second Docker host on one machine (issue 18)."""
     binary = require_tool("dockerd")
     docker = require_tool("docker")
     if os.geteuid() != 0:
@@ -203,6 +205,7 @@ def private_dockerd():
         (run_dir / "daemon.json").write_text("{}\n")
         log = run_dir / "dockerd.log"
         args = [
+            *([require_tool("ip"), "netns", "exec", netns] if netns else []),
             binary,
             "--config-file", run_dir / "daemon.json",
             "--data-root", data_root,
