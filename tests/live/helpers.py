@@ -378,6 +378,7 @@ def prepared_stack(
 ) -> "Stack":
     """The project of the declaration + `overrides` (a Nix attribute set body; `role` "agent": the
     agent app's) with its images built, ready for the app's `up` on `engine`."""
+    tmp.mkdir(parents=True, exist_ok=True)
     # dockerd's data root is the engine's own: the shipper reads the json-file logs there.
     specs = evaluate(f'{{ containerLogs.hostDir = "{engine.data_root}/containers"; {overrides} }}', versions, role)
     standin = build_standin()
