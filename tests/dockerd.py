@@ -205,7 +205,9 @@ def private_dockerd(netns: str | None = None):
         (run_dir / "daemon.json").write_text("{}\n")
         log = run_dir / "dockerd.log"
         args = [
-            *([require_tool("ip"), "netns", "exec", netns] if netns else []),
+            # nsenter, not `ip netns exec`: that mounts a sysfs of the namespace's own over /sys,
+            # hiding the cgroup file systems dockerd needs.
+            *([require_tool("nsenter"), f"--net=/run/netns/{netns}"] if netns else []),
             binary,
             "--config-file", run_dir / "daemon.json",
             "--data-root", data_root,
