@@ -183,6 +183,8 @@ def test_stack_app_environment():
     # (setpriv from util-linux when root); the default declaration has no receiver, so no file.
     assert env["WARPWATCH_STACK_ALERTMANAGER_UID"] == compose["services"]["alertmanager"]["user"].split(":")[0]
     assert env["WARPWATCH_STACK_ALERTMANAGER_SECRETS"] == ""
+    # Issue 18: no receiver declared, so no TLS file for `up` to check.
+    assert env["WARPWATCH_STACK_RECEIVER_FILES"] == ""
     assert any(str(i).endswith("-util-linux-1-from-26.05") for i in app["runtimeInputs"]), app["runtimeInputs"]
     # Issue 8, defect 5: the app brings its pinned docker-compose and the docker CLI (nixpkgs).
     assert env["WARPWATCH_STACK_DOCKER_COMPOSE"] == f"{STORE}docker-compose-1-from-26.05/bin/docker-compose"
