@@ -47,13 +47,19 @@
             promtail = nixpkgs-promtail.legacyPackages.${system}.promtail;
             alertmanager = pkgs.prometheus-alertmanager;
             node-exporter = pkgs.prometheus-node-exporter;
+            # The receiver of agents' pushes (mutual TLS); the collector runs the prometheus image.
+            receiver = pkgs.nginx;
           };
 
-          specs = import ./nix/stack/image-specs.nix {
-            packages = lib.mapAttrs (_: package: {
-              inherit (package) version;
-              path = "${package}";
-            }) servicePackages;
+          packageSpecs = lib.mapAttrs (_: package: {
+            inherit (package) version;
+            path = "${package}";
+          }) servicePackages;
+          specs = import ./nix/stack/image-specs.nix { packages = packageSpecs; };
+          # The agent's project, with what `nix run .#agent -- up` fills in left as placeholders.
+          agentSpecs = import ./nix/stack/image-specs.nix {
+            packages = packageSpecs;
+            role = "agent";
           };
 
           images = import ./nix/images.nix {
@@ -61,21 +67,26 @@
             inherit specs servicePackages;
           };
 
-          stackApp = import ./nix/stack-app.nix {
-            inherit (pkgs)
-              lib
-              acl
-              coreutils
-              docker-client
-              docker-compose
-              gnugrep
-              linkFarm
-              util-linux
-              writeShellApplication
-              writeText
-              ;
-            inherit specs images;
-          };
+          stackAppFor =
+            appSpecs:
+            import ./nix/stack-app.nix {
+              inherit (pkgs)
+                lib
+                acl
+                coreutils
+                docker-client
+                docker-compose
+                gnugrep
+                linkFarm
+                util-linux
+                writeShellApplication
+                writeText
+                ;
+              inherit images;
+              specs = appSpecs;
+            };
+          stackApp = stackAppFor specs;
+          agentApp = stackAppFor agentSpecs;
 
           runApp = import ./nix/run-app.nix {
             inherit (pkgs) coreutils writeShellApplication;
@@ -91,6 +102,7 @@
             specs
             images
             stackApp
+            agentApp
             runApp
             ;
         }
@@ -113,8 +125,10 @@
           image-grafana = s.images.grafana;
           image-alertmanager = s.images.alertmanager;
           image-node-exporter = s.images.node-exporter;
+          image-receiver = s.images.receiver;
           inherit (s.stackApp) compose;
           stack = s.stackApp.stack-app;
+          agent = s.agentApp.stack-app;
         }
       );
 
@@ -132,6 +146,11 @@
             type = "app";
             program = lib.getExe s.stackApp.stack-app;
             meta.description = "The compose stack on the local Docker daemon: up, down, ps, logs";
+          };
+          agent = {
+            type = "app";
+            program = lib.getExe s.agentApp.stack-app;
+            meta.description = "An agent stack for another Docker host: up --server HOST:PORT --tls-dir DIR [--host NAME], down, ps, logs";
           };
         }
       );

@@ -39,6 +39,7 @@ APT_PACKAGE = {
     "prometheus-node-exporter": "prometheus-node-exporter",
     "setpriv": "util-linux",
     "unshare": "util-linux",
+    "nsenter": "util-linux",
     "nginx": "nginx",
     "openssl": "openssl",
     "ss": "iproute2",

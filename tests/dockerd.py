@@ -189,8 +189,10 @@ def _pid_gone(pid: int, timeout: float) -> bool:
 
 
 @contextlib.contextmanager
-def private_dockerd():
-    """Start a private dockerd, yield a Dockerd, stop it and clean up on exit."""
+def private_dockerd(netns: str | None = None):
+    """Start a private dockerd, yield a Dockerd, stop it and clean up on exit. With `netns`, the
+    daemon (and so every container it runs on the host's network) lives in that network
+    namespace: a second Docker host on one machine (issue 18)."""
     binary = require_tool("dockerd")
     docker = require_tool("docker")
     if os.geteuid() != 0:
@@ -203,6 +205,9 @@ def private_dockerd():
         (run_dir / "daemon.json").write_text("{}\n")
         log = run_dir / "dockerd.log"
         args = [
+            # nsenter, not `ip netns exec`: that mounts a sysfs of the namespace's own over /sys,
+            # hiding the cgroup file systems dockerd needs.
+            *([require_tool("nsenter"), f"--net=/run/netns/{netns}"] if netns else []),
             binary,
             "--config-file", run_dir / "daemon.json",
             "--data-root", data_root,

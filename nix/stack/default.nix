@@ -74,18 +74,7 @@ let
     );
   };
 
-  # An agent's deployments are not rendered yet (issue 18 continues): refuse rather than deploy
-  # a whole server where an agent was asked for.
-  serverOnly =
-    what: value:
-    if stack.role == "agent" then
-      throw "warpwatch stack: role = \"agent\" has no ${what} yet: run the agent's collector and shipper from configs.agentPrometheus and configs.promtail (README \"Many hosts\"), or set role = \"server\""
-    else
-      value;
-
-  compose = serverOnly "compose project" (
-    import ./render/compose.nix { inherit stack configs toYAML; }
-  );
+  compose = import ./render/compose.nix { inherit stack configs toYAML; };
 
   # The NixOS mapping: option values for nix/module.nix (a function of packages and options).
   nixos = import ./nixos { inherit stack configs toYAML; };

@@ -6,10 +6,14 @@
 # hands these attribute sets to dockerTools, so nothing here is duplicated there.
 {
   # { <service> = { version = "…"; path = "/nix/store/…"; }; } for warpwatch, prometheus, loki,
-  # promtail, alloy, grafana, alertmanager and node-exporter.
+  # promtail, alloy, grafana, alertmanager, node-exporter and receiver (nginx).
   packages,
   # The user's stack overrides (same shape as ./declaration.nix).
   overrides ? { },
+  # "agent": the project `nix run .#agent` writes, rendered with `agentPlaceholders` where the
+  # host's name, the server's address and the TLS directory go; the app puts the values it was
+  # given, checked against the declaration's own rules, in their place.
+  role ? "server",
 }:
 let
   inherit (builtins)
@@ -41,17 +45,46 @@ let
     in
     substring 0 128 anchored;
 
-  imageServices = attrNames packages;
+  # Services that run another service's image: the collector is Prometheus (agent mode), with
+  # the same uid and state directory, so it is the very same image.
+  sharedImages = {
+    collector = "prometheus";
+  };
+  imageOf = name: sharedImages.${name} or name;
+
+  imageServices = filter (name: !(hasAttr name sharedImages)) (attrNames packages);
 
   # The images are tagged with the version of the package inside; the compose project is rendered
   # with exactly these tags, so `docker compose` never pulls anything.
   tagOverrides = {
-    services = genAttrs imageServices (name: {
-      image.tag = toTag packages.${name}.version;
+    services = genAttrs (imageServices ++ attrNames sharedImages) (name: {
+      image.tag = toTag packages.${imageOf name}.version;
     });
   };
 
-  api = import ./. { overrides = deepMerge overrides tagOverrides; };
+  # Valid by the declaration's rules, and unlike anything a user would give.
+  agentPlaceholders = {
+    host = "host-name-given-to-agent-up";
+    serverAddress = "server-address-given-to-agent-up:${toString declared.receiver.port}";
+    tlsDir = "/tls-dir-given-to-agent-up";
+  };
+  declared = (import ./. { }).stack;
+  roleOverrides =
+    if role == "agent" then
+      {
+        role = "agent";
+        hosts.name = agentPlaceholders.host;
+        agent = {
+          inherit (agentPlaceholders) serverAddress;
+          certFile = "${agentPlaceholders.tlsDir}/client.crt";
+          keyFile = "${agentPlaceholders.tlsDir}/client.key";
+          caFile = "${agentPlaceholders.tlsDir}/ca.crt";
+        };
+      }
+    else
+      { };
+
+  api = import ./. { overrides = deepMerge (deepMerge overrides roleOverrides) tagOverrides; };
   inherit (api) stack;
 
   nanoseconds = seconds: seconds * 1000000000;
@@ -66,6 +99,7 @@ let
     alloy = [ "/bin/alloy" ];
     alertmanager = [ "/bin/alertmanager" ];
     node-exporter = [ "/bin/node_exporter" ];
+    receiver = [ "/bin/nginx" ];
     grafana = [
       "/bin/grafana"
       "server"
@@ -170,8 +204,14 @@ let
 
   images = genAttrs imageServices mkSpec;
 
-  # The services the rendered compose file runs (the log shipper chosen by the declaration).
-  composeServices = filter (name: hasAttr name images) (attrNames api.compose.file.services);
+  # The services the rendered compose file runs (the log shipper chosen by the declaration), and
+  # the images they run, each once.
+  composeServices = filter (name: hasAttr (imageOf name) images) (
+    attrNames api.compose.file.services
+  );
+  composeImages = builtins.foldl' (
+    found: name: if builtins.elem (imageOf name) found then found else found ++ [ (imageOf name) ]
+  ) [ ] composeServices;
 
   # How long `nix run .#stack -- up` waits for every service to turn healthy: the slowest may fail
   # every probe of its start period and still pass `retries` more, one interval apart.
@@ -197,12 +237,21 @@ in
     stack
     images
     composeServices
+    composeImages
+    imageOf
     toTag
     upTimeoutSeconds
+    agentPlaceholders
     ;
-  # Printed once by `nix run .#stack -- up` when alerts would reach no one; empty otherwise.
+  # The declaration's rules the agent app checks its flags with (nix/stack/lib.nix).
+  patterns = {
+    hostName = (import ./lib.nix).hostNamePattern;
+    serverAddress = (import ./lib.nix).serverAddressPattern;
+  };
+  # Printed once by `nix run .#stack -- up` when alerts would reach no one; empty otherwise (and
+  # on an agent, which has no Alertmanager).
   alertsNotice =
-    if api.configs.alertmanager.noReceiver then
+    if role == "server" && api.configs.alertmanager.noReceiver then
       "No alert receiver is declared: alerts fire in Prometheus and reach Alertmanager, which sends them nowhere (its receiver is named ${api.configs.alertmanager.nullReceiver}). Declare one under alerts.receivers (README, \"Alerts\")."
     else
       "";

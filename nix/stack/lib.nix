@@ -101,6 +101,14 @@ rec {
   # Where a container probes itself, and where every service binds on a NixOS host.
   loopback = "127.0.0.1";
 
+  # POSIX extended regular expressions (builtins.match takes them whole; the agent app anchors
+  # them with ^( )$ for bash's =~), so the declaration and `nix run .#agent` share one rule.
+  # A host name: the `host` label of everything an agent sends.
+  hostNamePattern = "[a-z0-9][a-z0-9._-]*";
+  # The server's receiver as an agent dials it: a DNS name or IPv4 address, or a bracketed IPv6
+  # address, and a port. Nothing a YAML string or URL would need to escape.
+  serverAddressPattern = "([A-Za-z0-9.-]+|[[][0-9A-Fa-f:.]+[]]):[0-9]+";
+
   # `target` is "compose" (containers on the stack network) or "host" (one NixOS machine);
   # anything else is a caller's mistake, reported with the caller's name.
   checkTarget =

@@ -25,10 +25,10 @@ let
     receiver
     agent
     ;
+  inherit (import ./lib.nix) hostNamePattern serverAddressPattern;
   check = ok: message: if ok then [ ] else [ message ];
   # A field as the user set it (the declaration's name, or nix/module.nix's option path).
   f = field: hostsFieldPrefix + field;
-  hostName = "[a-z0-9][a-z0-9._-]*";
 
   # Certificates are public, but a Nix path would still tie the file's lifetime to the store;
   # like the key, they are named by a string and read at run time.
@@ -57,7 +57,7 @@ let
   nameRule =
     field: value:
     check (
-      isString value && match hostName value != null
+      isString value && match hostNamePattern value != null
     ) "${field} must be a host name of lower-case letters, digits, ., - or _ (got ${show value})";
 
   expectedRules =
@@ -106,7 +106,7 @@ let
           "${f "agent.serverAddress"} is not set: give the server's receiver as host:port, e.g. ${f "agent.serverAddress"} = \"monitor.example.org:${toString receiver.port}\""
         ]
       else
-        check (isString agent.serverAddress && match "[^/:[:space:]]+:[0-9]+" agent.serverAddress != null)
+        check (isString agent.serverAddress && match serverAddressPattern agent.serverAddress != null)
           "${f "agent.serverAddress"} must be host:port, e.g. \"monitor.example.org:${toString receiver.port}\" (got ${show agent.serverAddress})"
     )
     ++ fileRule (f "agent.certFile") "/etc/warpwatch/tls/client.crt" agent.certFile

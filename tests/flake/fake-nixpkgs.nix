@@ -92,6 +92,7 @@ let
         promtail = pkg "promtail" "3.6.11";
         prometheus-alertmanager = pkg "alertmanager" "0.28.1";
         prometheus-node-exporter = pkg "node_exporter" "1.9.1";
+        nginx = pkg "nginx" "1.28.0";
         util-linux = pkg "util-linux" "2.41.2";
 
         dockerTools = {

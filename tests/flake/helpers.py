@@ -30,17 +30,18 @@ FAKE_VERSIONS = {
 }
 
 
-def specs_expr(overrides: str = "{ }", versions: dict[str, str] = FAKE_VERSIONS) -> str:
+def specs_expr(overrides: str = "{ }", versions: dict[str, str] = FAKE_VERSIONS, role: str = "server") -> str:
     packages = {
         name: {"version": v, "path": f"/nix/store/00000000000000000000000000000000-{name}-{v}"}
         for name, v in versions.items()
     }
-    return f"(import ./nix/stack/image-specs.nix {{ packages = {nix_value(packages)}; overrides = {overrides}; }})"
+    return f'(import ./nix/stack/image-specs.nix {{ packages = {nix_value(packages)}; overrides = {overrides}; role = "{role}"; }})'
 
 
-def eval_specs(attr: str, overrides: str = "{ }", versions: dict[str, str] = FAKE_VERSIONS):
-    """Evaluate `<specs>.<attr>` (attr may be a longer path or a Nix function applied to it)."""
-    return nix_eval(f"let specs = {specs_expr(overrides, versions)}; in {attr}")
+def eval_specs(attr: str, overrides: str = "{ }", versions: dict[str, str] = FAKE_VERSIONS, role: str = "server"):
+    """Evaluate `<specs>.<attr>` (attr may be a longer path or a Nix function applied to it);
+    `role` "agent": the specs of `nix run .#agent`."""
+    return nix_eval(f"let specs = {specs_expr(overrides, versions, role)}; in {attr}")
 
 
 def declaration():

@@ -22,6 +22,7 @@ def out(expr: str):
 def test_output_attributes_per_system():
     names = out("builtins.mapAttrs (_: builtins.attrNames) o.packages")
     linux = [
+        "agent",
         "compose",
         "default",
         "image",
@@ -32,13 +33,14 @@ def test_output_attributes_per_system():
         "image-node-exporter",
         "image-prometheus",
         "image-promtail",
+        "image-receiver",
         "promtail",
         "stack",
         "warpwatch",
     ]
     assert names == {**{s: linux for s in LINUX}, **{s: ["default", "warpwatch"] for s in DARWIN}}
     apps = out("builtins.mapAttrs (_: builtins.attrNames) o.apps")
-    assert apps == {**{s: ["default", "stack"] for s in LINUX}, **{s: ["default"] for s in DARWIN}}
+    assert apps == {**{s: ["agent", "default", "stack"] for s in LINUX}, **{s: ["default"] for s in DARWIN}}
     assert sorted(out("builtins.attrNames o.checks")) == sorted(LINUX)
     assert sorted(out("builtins.attrNames o.devShells")) == sorted(LINUX)
     assert sorted(out("builtins.attrNames o.formatter")) == sorted(LINUX + DARWIN)
@@ -137,6 +139,33 @@ def test_compose_package_holds_the_rendered_project_with_the_built_tags():
     assert not any(path.startswith("secrets/") for path in entries)
 
 
+def test_agent_app_is_the_stack_script_for_the_agent_project():
+    """Issue 18: `nix run .#agent` runs nix/stack-app.sh on the agent's project (image-specs.nix
+    with role = "agent"), loading each image it runs once (the collector runs the prometheus
+    image), with the declaration's own rules for --host and --server."""
+    app = out("let s = o.packages.x86_64-linux.agent; in { inherit (s) runtimeEnv text name; }")
+    env = app["runtimeEnv"]
+    assert app["text"] == STACK_APP.read_text()
+    assert env["WARPWATCH_STACK_ROLE"] == "agent"
+    assert env["WARPWATCH_STACK_PROJECT"] == "warpwatch-agent"
+    refs = [line.split(" ")[0] for line in env["WARPWATCH_STACK_IMAGES"].splitlines()]
+    assert sorted(refs) == sorted(set(refs)), refs
+    # A project of its own, not the server's.
+    assert env["WARPWATCH_STACK_COMPOSE"] != out("o.packages.x86_64-linux.compose.outPath")
+    assert any(ref.startswith("warpwatch/prometheus:") for ref in refs), refs
+    assert len(refs) == 4, refs  # warpwatch, node exporter, prometheus (the collector), promtail
+    lib = nix_eval("{ inherit (import ./nix/stack/lib.nix) hostNamePattern serverAddressPattern; }")
+    assert env["WARPWATCH_AGENT_HOST_PATTERN"] == lib["hostNamePattern"]
+    assert env["WARPWATCH_AGENT_SERVER_PATTERN"] == lib["serverAddressPattern"]
+    decl = nix_eval("(import ./nix/stack { }).stack.services")
+    assert env["WARPWATCH_AGENT_TLS_READERS"].splitlines() == [
+        f"collector {decl['collector']['uid']}",
+        f"promtail {decl['promtail']['uid']}",
+    ]
+    for name in ("HOST", "SERVER", "TLS_DIR"):
+        assert env[f"WARPWATCH_AGENT_{name}_PLACEHOLDER"], name
+
+
 def test_stack_app_environment():
     app = out("let s = o.packages.x86_64-linux.stack; in { inherit (s) runtimeEnv text runtimeInputs; }")
     env = app["runtimeEnv"]
@@ -158,6 +187,8 @@ def test_stack_app_environment():
     # (setpriv from util-linux when root); the default declaration has no receiver, so no file.
     assert env["WARPWATCH_STACK_ALERTMANAGER_UID"] == compose["services"]["alertmanager"]["user"].split(":")[0]
     assert env["WARPWATCH_STACK_ALERTMANAGER_SECRETS"] == ""
+    # Issue 18: no receiver declared, so no TLS file for `up` to check.
+    assert env["WARPWATCH_STACK_RECEIVER_FILES"] == ""
     assert any(str(i).endswith("-util-linux-1-from-26.05") for i in app["runtimeInputs"]), app["runtimeInputs"]
     # Issue 8, defect 5: the app brings its pinned docker-compose and the docker CLI (nixpkgs).
     assert env["WARPWATCH_STACK_DOCKER_COMPOSE"] == f"{STORE}docker-compose-1-from-26.05/bin/docker-compose"

@@ -278,11 +278,3 @@ def test_a_named_server_labels_its_own_series_with_its_host_name():
     config = yaml.safe_load(render_yaml_text("prometheus", {"hosts": {"name": "monitor"}}, 'target = "host";'))
     for job in config["scrape_configs"]:
         assert {"target_label": "host", "replacement": "monitor"} in job["relabel_configs"], job["job_name"]
-
-
-@pytest.mark.parametrize(("body", "what"), [("s.compose.file", "compose project")])
-def test_an_agent_is_never_deployed_as_a_whole_server(body, what):
-    """The agent's compose stack is not rendered yet: asking for it with
-    role = "agent" fails by name instead of bringing up a server."""
-    err = nix_eval_error(stack_expr(body, nix_value(agent_overrides("app1", SERVER))))
-    assert f'role = "agent" has no {what} yet' in err, err

@@ -8,6 +8,8 @@ image — assembled here as `docker load` archives (never pulled). What runs ins
 - prometheus: Debian's real Prometheus binary (with the shared libraries `ldd` lists);
 - alertmanager, node-exporter: Debian's real prometheus-alertmanager and prometheus-node-exporter
   binaries, the same way (issue 17);
+- receiver: Debian's real nginx binary, the same way; the collector runs the prometheus image
+  (issue 18);
 - loki, promtail, alloy, grafana: the contract-checking stand-in of tests/live/standin.rs.
 
 The stack is started the way a user starts it, by the stack app (nix/stack-app.sh `up`), with
@@ -44,14 +46,16 @@ def store_path(name: str, version: str) -> str:
     return f"/nix/store/{'0' * 32}-{name}-{version}"
 
 
-def evaluate(overrides: str) -> dict:
+def evaluate(overrides: str, versions: dict[str, str] | None = None, role: str = "server") -> dict:
     """nix/stack/image-specs.nix with the declared image tags as package versions (so the images carry
-    the declaration's name:tag), and what the flake hands the stack app."""
+    the declaration's name:tag) unless `versions` gives the real one, and what the flake hands the
+    stack app (`role` "agent": what it hands `nix run .#agent`)."""
     tags = nix_eval("builtins.mapAttrs (_: s: s.image.tag) (import ./nix/stack { }).stack.services")
+    tags |= versions or {}
     packages = {name: {"version": tag, "path": store_path(name, tag)} for name, tag in tags.items()}
     return nix_eval(
-        f"let specs = import ./nix/stack/image-specs.nix {{ packages = {nix_value(packages)}; overrides = {overrides}; }}; in "
-        "{ inherit (specs) images composeServices urls upTimeoutSeconds alertsNotice stack; "
+        f'let specs = import ./nix/stack/image-specs.nix {{ packages = {nix_value(packages)}; overrides = {overrides}; role = "{role}"; }}; in '
+        "{ inherit (specs) images composeServices composeImages urls upTimeoutSeconds alertsNotice stack agentPlaceholders patterns; "
         "project = specs.api.compose.project; startIntervalFile = specs.api.compose.startIntervalFile; }"
     )
 
@@ -164,7 +168,7 @@ def build_archives(specs: dict, binaries: dict[str, Path]) -> dict[str, Path]:
     """{service: archive path}, rebuilt only when an input (spec, binary, library) changed."""
     IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
     archives = {}
-    for name in specs["composeServices"]:
+    for name in specs["composeImages"]:
         image = specs["images"][name]
         inputs = [json.dumps(image, sort_keys=True)] + [file_digest(Path(p)) for p in DEBIAN_DATA.get(name, [])]
         for content in image["contents"]:
@@ -197,8 +201,11 @@ class Stack:
         self.tmp = tmp
         self.archives = archives
         self.compose_bin = compose
-        self.project = specs["stack"]["project"]
-        self.state_dir = tmp / "state" / "warpwatch" / "stack"
+        stack = specs["stack"]
+        self.agent = stack["role"] == "agent"
+        # As nix/stack-app.nix names them: an agent's project and state are its own.
+        self.project = stack["project"] + ("-agent" if self.agent else "")
+        self.state_dir = tmp / "state" / "warpwatch" / ("agent" if self.agent else "stack")
         streams = tmp / "streams"
         streams.mkdir(exist_ok=True)
         lines = []
@@ -221,6 +228,27 @@ class Stack:
             "WARPWATCH_STACK_UP_TIMEOUT": str(specs["upTimeoutSeconds"]),
             "WARPWATCH_STACK_START_INTERVAL_FILE": specs["startIntervalFile"],
         }
+        # What nix/stack-app.nix adds: the receiver's TLS files, and for an agent its placeholders,
+        # the declaration's rules for its flags and the uids that read its TLS files.
+        if "receiver" in specs["composeServices"]:
+            receiver = stack["receiver"]
+            self.app_env["WARPWATCH_STACK_RECEIVER_UID"] = str(stack["services"]["receiver"]["uid"])
+            self.app_env["WARPWATCH_STACK_RECEIVER_FILES"] = "\n".join(
+                f"receiver.{field} {receiver[field]}" for field in ("certFile", "keyFile", "clientCaFile")
+            )
+        if self.agent:
+            placeholders = specs["agentPlaceholders"]
+            self.app_env |= {
+                "WARPWATCH_STACK_ROLE": "agent",
+                "WARPWATCH_AGENT_HOST_PLACEHOLDER": placeholders["host"],
+                "WARPWATCH_AGENT_SERVER_PLACEHOLDER": placeholders["serverAddress"],
+                "WARPWATCH_AGENT_TLS_DIR_PLACEHOLDER": placeholders["tlsDir"],
+                "WARPWATCH_AGENT_HOST_PATTERN": specs["patterns"]["hostName"],
+                "WARPWATCH_AGENT_SERVER_PATTERN": specs["patterns"]["serverAddress"],
+                "WARPWATCH_AGENT_TLS_READERS": "\n".join(
+                    f"{name} {stack['services'][name]['uid']}" for name in ("collector", stack["logShipper"])
+                ),
+            }
 
     def write_store_copy(self) -> Path:
         store = self.tmp / "store-compose"
@@ -332,24 +360,48 @@ def debian_binaries() -> dict[str, Path]:
         "prometheus": prometheus_binary(),
         "alertmanager": Path(os.path.realpath(require_tool("prometheus-alertmanager"))),
         "node-exporter": Path(os.path.realpath(require_tool("prometheus-node-exporter"))),
+        "receiver": Path(os.path.realpath(require_tool("nginx"))),
     }
 
 
-@contextlib.contextmanager
-def running_stack(engine, warpwatch_bin: Path, tmp: Path, overrides: str = ""):
-    """The stack brought up by the stack app's `up` on `engine` (declaration + `overrides`, a Nix
-    attribute set body), taken down with its volumes at the end."""
+def debian_prometheus_version() -> str:
+    """The version of Debian's Prometheus, as its package would report it ("2.42.0+ds"): the
+    collector's image tag, from which the compose file picks the agent-mode flag 2.x takes."""
+    proc = subprocess.run([str(prometheus_binary()), "--version"], capture_output=True, text=True, timeout=30)
+    match = re.search(r"version (\S+)", proc.stdout + proc.stderr)
+    assert match, proc.stdout + proc.stderr
+    return match.group(1)
+
+
+def prepared_stack(
+    engine, warpwatch_bin: Path, tmp: Path, overrides: str = "", versions: dict | None = None, role: str = "server"
+) -> "Stack":
+    """The project of the declaration + `overrides` (a Nix attribute set body; `role` "agent": the
+    agent app's) with its images built, ready for the app's `up` on `engine`."""
+    tmp.mkdir(parents=True, exist_ok=True)
     # dockerd's data root is the engine's own: the shipper reads the json-file logs there.
-    specs = evaluate(f'{{ containerLogs.hostDir = "{engine.data_root}/containers"; {overrides} }}')
+    specs = evaluate(f'{{ containerLogs.hostDir = "{engine.data_root}/containers"; {overrides} }}', versions, role)
     standin = build_standin()
     binaries = {"warpwatch": warpwatch_bin, **debian_binaries()}
     binaries |= {name: standin for name in STANDIN_SERVICES}
     started = time.monotonic()
     archives = build_archives(specs, binaries)
-    built = time.monotonic()
     stack = Stack(engine, specs, tmp, archives, debian_compose())
-    up = stack.app("up")
-    print(f"\nlive stack ({specs['stack']['logShipper']}): images {built - started:.1f}s, `up` {time.monotonic() - built:.1f}s")
+    stack.images_seconds = time.monotonic() - started
+    return stack
+
+
+@contextlib.contextmanager
+def running_stack(
+    engine, warpwatch_bin: Path, tmp: Path, overrides: str = "", versions: dict | None = None,
+    role: str = "server", up_args: tuple[str, ...] = (),
+):  # fmt: skip
+    """The stack brought up by the stack app's `up` (`role` "agent": the agent app's, with
+    `up_args`) on `engine`, taken down with its volumes at the end."""
+    stack = prepared_stack(engine, warpwatch_bin, tmp, overrides, versions, role)
+    started = time.monotonic()
+    up = stack.app("up", *up_args)
+    print(f"\nlive {role} ({stack.specs['stack']['logShipper']}): images {stack.images_seconds:.1f}s, `up` {time.monotonic() - started:.1f}s")
     if up.returncode != 0:
         pytest.fail(f"stack app `up` failed ({up.returncode}):\n{up.stderr}\n{stack.diagnostics()}", pytrace=False)
     stack.first_up = up

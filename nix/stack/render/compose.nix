@@ -13,11 +13,22 @@ let
   inherit (import ../lib.nix)
     genAttrs
     listenAddress
+    loopback
     prefixNames
     seconds
     ;
   inherit (stack) logging healthcheck containerLogs;
   inherit (builtins) listToAttrs;
+
+  # An agent's containers share the host's network namespace and every one of them listens on
+  # loopback only: nothing of an agent is reachable from another machine, the node exporter
+  # counts the host's own interfaces, the collectors reach their targets on 127.0.0.1 and the
+  # server by the host's routes, and warpwatch answers on the host's 127.0.0.1 as it does on a
+  # server (where it is published there).
+  isAgent = stack.role == "agent";
+  # Where an agent's collectors find client.crt, client.key and ca.crt: compose secrets, bind
+  # mounts of the files alone (their directory's permissions do not matter, their own do).
+  agentTlsDir = "/run/secrets";
 
   # Not rendered: `apps.stack` (the flake) generates them on first use, mode 0600.
   grafanaSecrets = [
@@ -56,10 +67,45 @@ let
     else
       [ ];
 
+  # An agent's client certificate, key and the CA of the server's certificate, under the names
+  # ./agent-tls.nix reads in a TLS directory.
+  agentSecrets =
+    if isAgent then
+      [
+        {
+          name = "client.crt";
+          file = stack.agent.certFile;
+        }
+        {
+          name = "client.key";
+          file = stack.agent.keyFile;
+        }
+        {
+          name = "ca.crt";
+          file = stack.agent.caFile;
+        }
+      ]
+    else
+      [ ];
+
+  # Prometheus 3 runs agent mode with --agent (the feature flag of 2.x is gone); 2.x from 2.32
+  # with --enable-feature=agent. The collector's image tag is its package's version (image-specs
+  # sets it), so the flag follows the binary the image really holds.
+  agentModeFlag =
+    let
+      major = builtins.match "v?([0-9]+)[.].*" stack.services.collector.image.tag;
+    in
+    if major != null && builtins.fromJSON (builtins.head major) < 3 then
+      "--enable-feature=agent"
+    else
+      "--agent";
+
   volumeOf = name: "${name}-data";
   portOf = name: toString stack.services.${name}.port;
   # Inside its container a service listens on every interface, so the published port reaches it.
-  listenOn = name: "${listenAddress "compose.file" "compose"}:${portOf name}";
+  # On an agent, loopback of the host's network namespace.
+  listenOn =
+    name: "${if isAgent then loopback else listenAddress "compose.file" "compose"}:${portOf name}";
 
   # The shipper's uid (0, see declaration.nix `containerLogs`) is its service record's, like
   # every other container's.
@@ -94,7 +140,13 @@ let
       command = [ "-config.file=/etc/loki/loki.yml" ];
       volumes = [ "./loki:/etc/loki:ro" ];
     };
-    promtail = _: shipper // { command = [ "-config.file=/etc/promtail/promtail.yml" ]; };
+    promtail =
+      _:
+      shipper
+      // {
+        command = [ "-config.file=/etc/promtail/promtail.yml" ];
+      }
+      // (if isAgent then { secrets = map (secret: secret.name) agentSecrets; } else { });
     alloy =
       service:
       shipper
@@ -107,7 +159,20 @@ let
           "--disable-reporting"
           "/etc/promtail/promtail.yml"
         ];
-      };
+      }
+      // (if isAgent then { secrets = map (secret: secret.name) agentSecrets; } else { });
+    # Prometheus in agent mode (./agent-prometheus.nix): scrapes on loopback, keeps what the
+    # server has not acknowledged in its WAL on the volume, remote-writes over mutual TLS.
+    collector = service: {
+      command = [
+        agentModeFlag
+        "--config.file=/etc/prometheus/prometheus.yml"
+        "--storage.agent.path=${service.dataDir}"
+        "--web.listen-address=${listenOn "collector"}"
+      ];
+      volumes = [ "./collector:/etc/prometheus:ro" ];
+      secrets = map (secret: secret.name) agentSecrets;
+    };
     alertmanager =
       service:
       {
@@ -247,8 +312,13 @@ let
           inherit (healthcheck) retries;
           start_period = seconds service.startPeriodSeconds;
         };
-        networks = [ "internal" ] ++ (if service.published then [ "edge" ] else [ ]);
-      };
+      }
+      // (
+        if isAgent then
+          { network_mode = "host"; }
+        else
+          { networks = [ "internal" ] ++ (if service.published then [ "edge" ] else [ ]); }
+      );
     in
     base
     // extra
@@ -256,7 +326,7 @@ let
       volumes = [ "${volumeOf name}:${service.dataDir}" ] ++ (extra.volumes or [ ]);
     }
     // (
-      if service.published then
+      if service.published && !isAgent then
         { ports = [ "${stack.bindAddress}:${portOf name}:${portOf name}" ]; }
       else
         { }
@@ -272,47 +342,52 @@ let
         { }
     );
 
+  mountedSecrets = listToAttrs (
+    map (secret: {
+      inherit (secret) name;
+      value.file = secret.file;
+    }) (agentSecrets ++ alertmanagerSecrets ++ receiverSecrets)
+  );
+
   file = {
     services = genAttrs stack.activeServiceNames renderService;
     volumes = genAttrs (map volumeOf stack.activeServiceNames) (_: { });
-    networks = {
-      # No route out: Prometheus, Loki and the shipper only talk to each other.
-      internal = {
-        internal = true;
-      };
-      # Published services also join a regular bridge so their ports can be bound on the host.
-      edge = { };
-    };
-    secrets =
-      genAttrs secretNames (name: {
-        file = "./secrets/${name}";
-      })
-      // listToAttrs (
-        map (secret: {
-          inherit (secret) name;
-          value.file = secret.file;
-        }) (alertmanagerSecrets ++ receiverSecrets)
-      );
-  };
+  }
+  // (
+    if isAgent then
+      { secrets = mountedSecrets; }
+    else
+      {
+        networks = {
+          # No route out: Prometheus, Loki and the shipper only talk to each other.
+          internal = {
+            internal = true;
+          };
+          # Published services also join a regular bridge so their ports can be bound on the host.
+          edge = { };
+        };
+        secrets =
+          genAttrs secretNames (name: {
+            file = "./secrets/${name}";
+          })
+          // mountedSecrets;
+      }
+  );
 
   grafana = configs.grafana { target = "compose"; };
-  startIntervalFile = "docker-compose.start-interval.yml";
-in
-{
-  inherit file startIntervalFile;
-  project = {
-    "docker-compose.yml" =
-      "# Generated from nix/stack/declaration.nix (scripts/render-compose); edit the declaration.\n"
-      + toYAML file;
-    # Added by nix run .#stack on Docker Engine 25+ (API 1.44) only: docker-compose v1 and older
-    # engines refuse the key, and the CI engine is 20.10.
-    ${startIntervalFile} =
-      "# Generated from nix/stack/declaration.nix; used only with Docker Engine 25 or newer.\n"
-      + toYAML {
-        services = genAttrs stack.activeServiceNames (_: {
-          healthcheck.start_interval = seconds healthcheck.startIntervalSeconds;
-        });
-      };
+
+  # An agent mounts its collectors' configurations only.
+  agentFiles = {
+    "collector/prometheus.yml" = toYAML (configs.agentPrometheus { tlsDir = agentTlsDir; });
+    "promtail/promtail.yml" = toYAML (
+      configs.promtail {
+        target = "compose";
+        tlsDir = agentTlsDir;
+      }
+    );
+  };
+
+  serverFiles = {
     "prometheus/prometheus.yml" = toYAML (configs.prometheus { target = "compose"; });
     "prometheus/rules.yml" = configs.rules;
     "alertmanager/alertmanager.yml" = toYAML (configs.alertmanager { target = "compose"; });
@@ -343,4 +418,24 @@ in
     };
   }
   // prefixNames "grafana/dashboards/" configs.dashboardFiles;
+
+  startIntervalFile = "docker-compose.start-interval.yml";
+in
+{
+  inherit file startIntervalFile;
+  project = {
+    "docker-compose.yml" =
+      "# Generated from nix/stack/declaration.nix (scripts/render-compose); edit the declaration.\n"
+      + toYAML file;
+    # Added by nix run .#stack on Docker Engine 25+ (API 1.44) only: docker-compose v1 and older
+    # engines refuse the key, and the CI engine is 20.10.
+    ${startIntervalFile} =
+      "# Generated from nix/stack/declaration.nix; used only with Docker Engine 25 or newer.\n"
+      + toYAML {
+        services = genAttrs stack.activeServiceNames (_: {
+          healthcheck.start_interval = seconds healthcheck.startIntervalSeconds;
+        });
+      };
+  }
+  // (if isAgent then agentFiles else serverFiles);
 }

@@ -17,6 +17,9 @@ let
   health = stack.services.receiver;
   upstream = name: "http://${address name}:${toString stack.services.${name}.port}";
   inherit (stack) receiver;
+  # On a host, the declared address itself; in compose, every interface of the container, and
+  # the published port binds `receiver.bindAddress` on the host (the container has no such address).
+  tlsListen = if target == "host" then receiver.bindAddress else listenAddress "configs.nginx" target;
   file = name: declared: if tlsDir == null then declared else "${tlsDir}/${name}";
   # Remote-write bodies are snappy batches of at most a few MiB; Loki pushes likewise.
   location = path: service: ''
@@ -54,7 +57,7 @@ in
     scgi_temp_path ${stateDir}/scgi;
 
     server {
-      listen ${receiver.bindAddress}:${toString receiver.port} ssl;
+      listen ${tlsListen}:${toString receiver.port} ssl;
       ssl_protocols TLSv1.2 TLSv1.3;
       ssl_certificate ${file "server.crt" receiver.certFile};
       ssl_certificate_key ${file "server.key" receiver.keyFile};
