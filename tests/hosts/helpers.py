@@ -1,10 +1,16 @@
 """Helpers for the many-hosts tests: certificates made with the real openssl, and the stack's
-renderings for a server and its agents."""
+renderings for a server and its agents, and a network namespace joined to the test's side by a
+veth pair (a second "host" on this machine)."""
 
+import ipaddress
 import subprocess
+import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import nix_eval, nix_value, require_tool
+from tests.dockerd import host_networks
 from tests.stack.helpers import stack_expr
 
 
@@ -105,3 +111,54 @@ def render(body: str, overrides: dict):
 
 def render_yaml_text(config: str, overrides: dict, args: str = "") -> str:
     return render(f"s.toYAML (s.configs.{config} {{ {args} }})", overrides)
+
+
+def ip(*args: str) -> None:
+    proc = subprocess.run([require_tool("ip"), *args], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, f"ip {' '.join(args)}: {proc.stderr}"
+
+
+def free_link() -> tuple[str, str]:
+    """Two addresses of a /30 in 10.213.0.0/16 that no host route or address overlaps (the veth
+    link between the test's side and the agent's namespace); a /30 another run holds is taken too."""
+    taken = host_networks()
+    for link in ipaddress.ip_network("10.213.0.0/16").subnets(new_prefix=30):
+        if not any(net.overlaps(link) for net in taken):
+            first, second = list(link.hosts())
+            return str(first), str(second)
+    pytest.fail("no free /30 in 10.213.0.0/16 for the veth link: free a route there", pytrace=False)
+
+
+class Namespace:
+    """A network namespace with loopback up and one end of a veth pair; the other end, on the
+    test's side, carries the server's address."""
+
+    def __init__(self):
+        tag = uuid.uuid4().hex[:6]
+        self.name, self.host_if, self.agent_if = f"wwh-{tag}", f"wwh{tag}s", f"wwh{tag}a"
+        self.server_ip, self.agent_ip = free_link()
+
+    def __enter__(self):
+        ip("netns", "add", self.name)
+        ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.agent_if)
+        ip("link", "set", self.agent_if, "netns", self.name)
+        ip("addr", "add", f"{self.server_ip}/30", "dev", self.host_if)
+        ip("link", "set", self.host_if, "up")
+        self.exec_ip("link", "set", "lo", "up")
+        self.exec_ip("addr", "add", f"{self.agent_ip}/30", "dev", self.agent_if)
+        self.exec_ip("link", "set", self.agent_if, "up")
+        return self
+
+    def exec_ip(self, *args):
+        ip("netns", "exec", self.name, "ip", *args)
+
+    def popen(self, args, log: Path | None, env=None):
+        """`args` in the namespace, its output appended to `log` (or a pipe if None)."""
+        return subprocess.Popen(
+            [require_tool("ip"), "netns", "exec", self.name, *args],
+            stdout=log.open("ab") if log else subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+
+    def __exit__(self, *exc):
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)

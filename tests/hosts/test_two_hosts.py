@@ -32,7 +32,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import ipaddress
 import uuid
 from pathlib import Path
 
@@ -41,8 +40,7 @@ import yaml
 
 from tests import spec
 from tests.conftest import free_port, http_get, require_tool, stop_process, wait_for
-from tests.dockerd import host_networks
-from tests.hosts.helpers import agent_overrides, confined, make_pki, render, server_overrides
+from tests.hosts.helpers import Namespace, agent_overrides, confined, make_pki, render, server_overrides
 from tests.live.helpers import build_standin
 
 # Short timings through overrides keep the file near 4 minutes.
@@ -71,57 +69,6 @@ while True:
     n += 1
     time.sleep(max(0.0, every - (time.time_ns() - sent) / 1e9))
 """
-
-
-def ip(*args: str) -> None:
-    proc = subprocess.run([require_tool("ip"), *args], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 0, f"ip {' '.join(args)}: {proc.stderr}"
-
-
-def free_link() -> tuple[str, str]:
-    """Two addresses of a /30 in 10.213.0.0/16 that no host route or address overlaps (the veth
-    link between the test's side and the agent's namespace); a /30 another run holds is taken too."""
-    taken = host_networks()
-    for link in ipaddress.ip_network("10.213.0.0/16").subnets(new_prefix=30):
-        if not any(net.overlaps(link) for net in taken):
-            first, second = list(link.hosts())
-            return str(first), str(second)
-    pytest.fail("no free /30 in 10.213.0.0/16 for the veth link: free a route there", pytrace=False)
-
-
-class Namespace:
-    """A network namespace with loopback up and one end of a veth pair; the other end, on the
-    test's side, carries the server's address."""
-
-    def __init__(self):
-        tag = uuid.uuid4().hex[:6]
-        self.name, self.host_if, self.agent_if = f"wwh-{tag}", f"wwh{tag}s", f"wwh{tag}a"
-        self.server_ip, self.agent_ip = free_link()
-
-    def __enter__(self):
-        ip("netns", "add", self.name)
-        ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.agent_if)
-        ip("link", "set", self.agent_if, "netns", self.name)
-        ip("addr", "add", f"{self.server_ip}/30", "dev", self.host_if)
-        ip("link", "set", self.host_if, "up")
-        self.exec_ip("link", "set", "lo", "up")
-        self.exec_ip("addr", "add", f"{self.agent_ip}/30", "dev", self.agent_if)
-        self.exec_ip("link", "set", self.agent_if, "up")
-        return self
-
-    def exec_ip(self, *args):
-        ip("netns", "exec", self.name, "ip", *args)
-
-    def popen(self, args, log: Path | None, env=None):
-        """`args` in the namespace, its output appended to `log` (or a pipe if None)."""
-        return subprocess.Popen(
-            [require_tool("ip"), "netns", "exec", self.name, *args],
-            stdout=log.open("ab") if log else subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-
-    def __exit__(self, *exc):
-        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
 def query(port: int, promql: str, at: float | None = None) -> list:

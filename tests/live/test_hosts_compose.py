@@ -29,8 +29,7 @@ import pytest
 
 from tests.conftest import nix_eval, require_tool, wait_for
 from tests.dockerd import private_dockerd
-from tests.hosts.helpers import make_pki
-from tests.hosts.test_two_hosts import Namespace
+from tests.hosts.helpers import Namespace, make_pki
 from tests.live.helpers import debian_prometheus_version, prepared_stack, running_stack, time_to_healthy
 
 HOST = "app1"
