@@ -13,6 +13,16 @@ from tests.dockerd import DEFAULT_NETWORKS, busybox_image, private_dockerd
 def test_a_container_serves_on_loopback_and_on_its_network(dockerd):
     image = busybox_image(dockerd)
     net = dockerd.run(["network", "create", "ww-engine-test"]).stdout.strip()
+    try:
+        serve_and_reach(dockerd, image, net)
+    finally:
+        # The engine is the session's: what this test made must not be found by later tests.
+        dockerd.run(["rm", "-f", "ww-web"], check=False)
+        dockerd.run(["network", "rm", net], check=False)
+    assert dockerd.run(["ps", "-aq", "--filter", "name=ww-web"]).stdout.split() == []
+
+
+def serve_and_reach(dockerd, image: str, net: str):
     subnet = dockerd.run(["network", "inspect", net, "--format", "{{(index .IPAM.Config 0).Subnet}}"]).stdout.strip()
     assert ipaddress.ip_network(subnet).subnet_of(ipaddress.ip_network(dockerd.pool)), (subnet, dockerd.pool)
 

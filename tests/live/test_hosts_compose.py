@@ -52,9 +52,14 @@ def setfacl(path: Path, uid: int):
     subprocess.run([require_tool("setfacl"), "-m", f"u:{uid}:r", str(path)], check=True)
 
 
-def assert_refused_before_start(engine, proc):
+def assert_refused_before_start(engine, refused, proc):
+    """Nothing of the refused project exists: no container, network or volume (the engine may hold
+    other tests' things; only this project's count)."""
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert engine.run(["ps", "-aq"]).stdout.split() == [], f"a refused `up` created a container:\n{proc.stderr}"
+    label = f"label=com.docker.compose.project={refused.project}"
+    listings = {"container": ["ps", "-aq"], "network": ["network", "ls", "-q"], "volume": ["volume", "ls", "-q"]}
+    made = {kind: engine.run([*listing, "--filter", label]).stdout.split() for kind, listing in listings.items()}
+    assert made == {"container": [], "network": [], "volume": []}, f"a refused `up` created {made}:\n{proc.stderr}"
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +87,7 @@ def hosts(dockerd, warpwatch_bin, tmp_path_factory):
         # The receiver's key as the user left it (0600, root's): `up` names the fix and starts nothing.
         refused = prepared_stack(dockerd, warpwatch_bin, tmp / "refused", server_overrides, versions)
         refusals["server"] = refused.app("up")
-        assert_refused_before_start(dockerd, refusals["server"])
+        assert_refused_before_start(dockerd, refused, refusals["server"])
         setfacl(server_tls / "server.key", uids["receiver"])
         server = stack.enter_context(running_stack(dockerd, warpwatch_bin, tmp / "server", server_overrides, versions))
 
@@ -90,7 +95,7 @@ def hosts(dockerd, warpwatch_bin, tmp_path_factory):
         up_args = ("--server", f"{ns.server_ip}:{server.specs['stack']['receiver']['port']}", "--tls-dir", str(agent_tls), "--host", HOST)
         refused = prepared_stack(agent_engine, warpwatch_bin, tmp / "agent-refused", TIMING, versions, "agent")
         refusals["agent"] = refused.app("up", *up_args)
-        assert_refused_before_start(agent_engine, refusals["agent"])
+        assert_refused_before_start(agent_engine, refused, refusals["agent"])
         setfacl(agent_tls / "client.key", uids["collector"])
         agent = stack.enter_context(running_stack(agent_engine, warpwatch_bin, tmp / "agent", TIMING, versions, "agent", up_args))
         yield {"ns": ns, "pki": pki, "server": server, "agent": agent, "refusals": refusals, "uids": uids}
