@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import require_tool
-from tests.flake.helpers import eval_specs, tool_dir
+from tests.conftest import nix_value, require_tool
+from tests.flake.helpers import eval_specs, stack_app_env, tool_dir
 from tests.flake.test_stack_app import BASE_TOOLS, Env
 
 SERVER = "monitor.example.org:8443"
@@ -193,5 +193,31 @@ def test_the_servers_receiver_files_are_checked_for_its_uid_before_anything_star
     assert f"setfacl -m u:10008:r {files['keyFile']}" in proc.stderr, proc.stderr
     assert not [c for c in env.calls() if c.startswith("compose ") or c.startswith("image")], env.calls()
     subprocess.run([require_tool("setfacl"), "-m", "u:10008:r", str(files["keyFile"])], check=True)
+    again = env.run("up", extra_env=receiver)
+    assert again.returncode == 0, again.stderr
+
+
+def test_the_servers_crl_is_checked_for_the_receivers_uid_with_its_other_files(tmp_path):
+    """receiver.crlFile: nix/stack-app.nix hands it to `up` with the receiver's other files, so a
+    CRL the receiver's uid may not read stops `up`, naming the field and the fix."""
+    if os.geteuid() != 0:
+        pytest.fail("this test makes a root-owned CRL and asks the kernel as root (setpriv): run pytest as root")
+    env = Env(tmp_path, eval_specs("specs.api.compose.project"))
+    env.install_fake_docker()
+    tls = tmp_path / "server-tls"
+    tls.mkdir()
+    files = {}
+    for field, name in (("certFile", "server.crt"), ("keyFile", "server.key"), ("clientCaFile", "ca.crt"), ("crlFile", "ca.crl")):
+        (tls / name).write_text(f"PEM of {name}\n")
+        (tls / name).chmod(0o600 if name == "ca.crl" else 0o644)
+        files[field] = str(tls / name)
+    app = stack_app_env(nix_value({"receiver": {"enable": True, **files}, "hosts": {"expected": ["app1"]}}))
+    receiver = {name: app[name] for name in ("WARPWATCH_STACK_RECEIVER_UID", "WARPWATCH_STACK_RECEIVER_FILES")}
+    proc = env.run("up", extra_env=receiver)
+    assert proc.returncode == 1, proc.stderr
+    assert f"The receiver (nginx) cannot read receiver.crlFile ({files['crlFile']})" in proc.stderr, proc.stderr
+    assert f"setfacl -m u:10008:r {files['crlFile']}" in proc.stderr, proc.stderr
+    assert not [c for c in env.calls() if c.startswith("compose ") or c.startswith("image")], env.calls()
+    subprocess.run([require_tool("setfacl"), "-m", "u:10008:r", files["crlFile"]], check=True)
     again = env.run("up", extra_env=receiver)
     assert again.returncode == 0, again.stderr
