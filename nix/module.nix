@@ -76,7 +76,14 @@ let
     receiver = {
       inherit (monitoringCfg.receiver) enable bindAddress port;
     }
-    // withoutNulls { inherit (monitoringCfg.receiver) certFile keyFile clientCaFile; };
+    // withoutNulls {
+      inherit (monitoringCfg.receiver)
+        certFile
+        keyFile
+        clientCaFile
+        crlFile
+        ;
+    };
     agent = withoutNulls {
       inherit (monitoringCfg.agent)
         serverAddress
@@ -220,8 +227,8 @@ let
     };
 
   # A TLS file of many hosts: a string, so a path literal is a type error instead of a store copy.
-  tlsFile =
-    what: example:
+  tlsFileWith =
+    more: what: example:
     mkOption {
       type = types.nullOr types.str;
       default = null;
@@ -230,8 +237,10 @@ let
         Absolute path of the ${what}, outside the Nix store (a string, not a Nix path: a path
         literal would be copied into the world-readable store). Read at service start as a
         systemd credential, so it may stay `root:root 0400`.
-      '';
+      ''
+      + lib.optionalString (more != "") "\n${more}";
     };
+  tlsFile = tlsFileWith "";
 
   # Loopback by default: a service is exposed only on purpose (with its openFirewall option).
   listenAddressOption =
@@ -380,6 +389,13 @@ in
         certFile = tlsFile "receiver's certificate" "/etc/warpwatch/tls/server.crt";
         keyFile = tlsFile "receiver's private key" "/run/keys/warpwatch/server.key";
         clientCaFile = tlsFile "CA certificate that signed the agents' client certificates" "/etc/warpwatch/tls/ca.crt";
+        crlFile = tlsFileWith ''
+          Optional: agents whose certificates it lists are refused. With a CA that signs the
+          agents' certificates directly, the CA's CRL is enough; with intermediate CAs, one CRL
+          per CA of the chain, concatenated. Once it is past its nextUpdate the receiver refuses
+          every agent: re-issue it before then and restart `warpwatch-receiver.service` (the
+          credential is copied at start).
+        '' "revocation list (CRL, PEM) of the agents' CA" "/etc/warpwatch/tls/ca.crl";
       };
 
       agent = {

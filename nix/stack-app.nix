@@ -21,13 +21,9 @@ let
   isAgent = stack.role == "agent";
   receiverFiles =
     if builtins.elem "receiver" stack.activeServiceNames then
-      {
-        "receiver.certFile" = stack.receiver.certFile;
-        "receiver.keyFile" = stack.receiver.keyFile;
-        "receiver.clientCaFile" = stack.receiver.clientCaFile;
-      }
+      map (file: "receiver.${file.field} ${file.file}") (import ./stack/render/receiver-tls.nix stack)
     else
-      { };
+      [ ];
 
   # packages.compose: docker-compose.yml and every file it mounts, image tags = the images above.
   compose = linkFarm "${stack.project}-${if isAgent then "agent-" else ""}compose" (
@@ -66,9 +62,7 @@ let
       ) specs.api.configs.alertmanager.secrets;
       # The receiver's TLS files `up` checks its uid can read (server with receiver.enable).
       WARPWATCH_STACK_RECEIVER_UID = toString stack.services.receiver.uid;
-      WARPWATCH_STACK_RECEIVER_FILES = lib.concatMapStringsSep "\n" (
-        field: "${field} ${receiverFiles.${field}}"
-      ) (builtins.attrNames receiverFiles);
+      WARPWATCH_STACK_RECEIVER_FILES = builtins.concatStringsSep "\n" receiverFiles;
     }
     // lib.optionalAttrs isAgent {
       WARPWATCH_STACK_ROLE = "agent";

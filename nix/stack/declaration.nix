@@ -92,6 +92,10 @@
     certFile = null;
     keyFile = null;
     clientCaFile = null;
+    # Optional: the client CA's certificate revocation list (PEM), to refuse a revoked agent's
+    # certificate. With it nginx refuses every client once the CRL is past its nextUpdate, so
+    # re-issue it before then and restart the receiver (README "Many hosts").
+    crlFile = null;
   };
 
   # Agent: where the server's receiver is ("monitor.example.org:8443") and this host's client

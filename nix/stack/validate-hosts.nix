@@ -81,6 +81,12 @@ let
     fileRule (f "receiver.certFile") "/etc/warpwatch/tls/server.crt" receiver.certFile
     ++ keyRule (f "receiver.keyFile") receiver.keyFile
     ++ fileRule (f "receiver.clientCaFile") "/etc/warpwatch/tls/ca.crt" receiver.clientCaFile
+    ++ (
+      if receiver.crlFile == null then
+        [ ]
+      else
+        fileRule (f "receiver.crlFile") "/etc/warpwatch/tls/ca.crl" receiver.crlFile
+    )
     ++ check (
       isInt receiver.port && receiver.port >= 1 && receiver.port <= 65535
     ) "${f "receiver.port"} must be a port number between 1 and 65535 (got ${show receiver.port})"

@@ -44,6 +44,19 @@ def eval_specs(attr: str, overrides: str = "{ }", versions: dict[str, str] = FAK
     return nix_eval(f"let specs = {specs_expr(overrides, versions, role)}; in {attr}")
 
 
+def stack_app_env(overrides: str = "{ }") -> dict:
+    """The environment nix/stack-app.nix gives `nix run .#stack` for a server declared with
+    `overrides` (the stand-in nixpkgs' tools, images at stand-in paths)."""
+    return nix_eval(
+        f"let pkgs = (import ./tests/flake/fake-nixpkgs.nix \"26.05\").legacyPackages.x86_64-linux; "
+        f"specs = {specs_expr(overrides)}; "
+        "app = import ./nix/stack-app.nix { inherit (pkgs) lib acl coreutils docker-client docker-compose "
+        "gnugrep linkFarm util-linux writeShellApplication writeText; inherit specs; "
+        "images = pkgs.lib.genAttrs specs.composeServices (name: \"/images/${name}\"); }; "
+        "in app.stack-app.runtimeEnv"
+    )
+
+
 def declaration():
     """The declaration as the stack reads it (no overrides), not its renderings: for wiring checks
     of values the issue does not fix (image names, uids, start periods). Required numbers come

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import require_tool
-from tests.flake.helpers import eval_specs, tool_dir
+from tests.conftest import nix_value, require_tool
+from tests.flake.helpers import eval_specs, stack_app_env, tool_dir
 from tests.flake.test_stack_app import BASE_TOOLS, Env
 
 SERVER = "monitor.example.org:8443"
@@ -169,29 +169,32 @@ def test_a_tls_directory_path_compose_would_expand_is_refused(agent_env, tmp_pat
     assert_refused(agent_env, proc, "the path may hold only letters, digits")
 
 
-def test_the_servers_receiver_files_are_checked_for_its_uid_before_anything_starts(tmp_path):
-    """Server side (`nix run .#stack` with receiver.enable): the receiver's key, private to root,
-    stops `up` with the fix; once its uid may read it, `up` goes on."""
+@pytest.mark.parametrize("unreadable", ["keyFile", "crlFile"])
+def test_the_servers_receiver_files_are_checked_for_its_uid_before_anything_starts(unreadable, tmp_path):
+    """Server side (`nix run .#stack` with receiver.enable): the receiver's files as
+    nix/stack-app.nix hands them to `up`, the CRL when declared. One private to root stops `up`,
+    naming the field and the fix; once the receiver's uid may read it, `up` goes on."""
     if os.geteuid() != 0:
-        pytest.fail("this test makes a root-owned key and asks the kernel as root (setpriv): run pytest as root")
+        pytest.fail("this test makes a root-owned file and asks the kernel as root (setpriv): run pytest as root")
     env = Env(tmp_path, eval_specs("specs.api.compose.project"))
     env.install_fake_docker()
     tls = tmp_path / "server-tls"
     tls.mkdir()
+    names = {"certFile": "server.crt", "keyFile": "server.key", "clientCaFile": "ca.crt"}
+    if unreadable == "crlFile":
+        names["crlFile"] = "ca.crl"
     files = {}
-    for field, name in (("certFile", "server.crt"), ("keyFile", "server.key"), ("clientCaFile", "client-ca.crt")):
+    for field, name in names.items():
         (tls / name).write_text(f"PEM of {name}\n")
-        (tls / name).chmod(0o600 if name.endswith(".key") else 0o644)
-        files[field] = tls / name
-    receiver = {
-        "WARPWATCH_STACK_RECEIVER_UID": "10008",
-        "WARPWATCH_STACK_RECEIVER_FILES": "\n".join(f"receiver.{field} {path}" for field, path in files.items()),
-    }
+        (tls / name).chmod(0o600 if field == unreadable else 0o644)
+        files[field] = str(tls / name)
+    app = stack_app_env(nix_value({"receiver": {"enable": True, **files}, "hosts": {"expected": ["app1"]}}))
+    receiver = {name: app[name] for name in ("WARPWATCH_STACK_RECEIVER_UID", "WARPWATCH_STACK_RECEIVER_FILES")}
     proc = env.run("up", extra_env=receiver)
     assert proc.returncode == 1, proc.stderr
-    assert f"The receiver (nginx) cannot read receiver.keyFile ({files['keyFile']})" in proc.stderr, proc.stderr
-    assert f"setfacl -m u:10008:r {files['keyFile']}" in proc.stderr, proc.stderr
+    assert f"The receiver (nginx) cannot read receiver.{unreadable} ({files[unreadable]})" in proc.stderr, proc.stderr
+    assert f"setfacl -m u:10008:r {files[unreadable]}" in proc.stderr, proc.stderr
     assert not [c for c in env.calls() if c.startswith("compose ") or c.startswith("image")], env.calls()
-    subprocess.run([require_tool("setfacl"), "-m", "u:10008:r", str(files["keyFile"])], check=True)
+    subprocess.run([require_tool("setfacl"), "-m", "u:10008:r", files[unreadable]], check=True)
     again = env.run("up", extra_env=receiver)
     assert again.returncode == 0, again.stderr

@@ -8,7 +8,7 @@ import yaml
 
 from tests import spec
 from tests.conftest import nix_eval
-from tests.flake.helpers import OUTPUTS, STACK_APP, specs_expr
+from tests.flake.helpers import OUTPUTS, STACK_APP, stack_app_env
 
 LINUX = ["x86_64-linux", "aarch64-linux"]
 DARWIN = ["x86_64-darwin", "aarch64-darwin"]
@@ -212,18 +212,30 @@ def test_stack_app_is_given_every_declared_receiver_secret_file():
         'mail.email = { to = "ops@example.org"; from = "alerts@example.org"; smarthost = "smtp.example.org:587"; '
         'authUsername = "alerts"; authPasswordFile = "/run/keys/smtp"; }; }; }; }'
     )
-    env = nix_eval(
-        f"let pkgs = (import ./tests/flake/fake-nixpkgs.nix \"26.05\").legacyPackages.x86_64-linux; "
-        f"specs = {specs_expr(overrides)}; "
-        "app = import ./nix/stack-app.nix { inherit (pkgs) lib acl coreutils docker-client docker-compose "
-        "gnugrep linkFarm util-linux writeShellApplication writeText; inherit specs; "
-        "images = pkgs.lib.genAttrs specs.composeServices (name: \"/images/${name}\"); }; "
-        "in app.stack-app.runtimeEnv"
-    )
+    env = stack_app_env(overrides)
     assert sorted(env["WARPWATCH_STACK_ALERTMANAGER_SECRETS"].splitlines()) == [
         "mail.email.authPasswordFile /run/keys/smtp",
         "oncall.webhook.urlFile /run/keys/on call/url",
     ]
+
+
+def test_stack_app_is_given_every_declared_receiver_tls_file_the_crl_when_declared():
+    # One "receiver.<field> <file>" line per file the receiver (nginx) reads, which `up` checks
+    # its uid may read: the CRL only when declared.
+    receiver = (
+        'receiver = { enable = true; certFile = "/etc/tls/server.crt"; keyFile = "/run/keys/server.key"; '
+        'clientCaFile = "/etc/tls/ca.crt";'
+    )
+    files = [
+        "receiver.certFile /etc/tls/server.crt",
+        "receiver.keyFile /run/keys/server.key",
+        "receiver.clientCaFile /etc/tls/ca.crt",
+    ]
+    expected = 'hosts.expected = [ "app1" ];'
+    without = stack_app_env(f"{{ {receiver} }}; {expected} }}")
+    assert without["WARPWATCH_STACK_RECEIVER_FILES"].splitlines() == files
+    revoking = stack_app_env(f'{{ {receiver} crlFile = "/etc/tls/ca.crl"; }}; {expected} }}')
+    assert revoking["WARPWATCH_STACK_RECEIVER_FILES"].splitlines() == [*files, "receiver.crlFile /etc/tls/ca.crl"]
 
 
 def test_default_app_runs_the_wrapper_with_the_declared_port():

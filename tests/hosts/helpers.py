@@ -2,6 +2,7 @@
 renderings for a server and its agents, and a network namespace joined to the test's side by a
 veth pair (a second "host" on this machine)."""
 
+import datetime
 import ipaddress
 import subprocess
 import uuid
@@ -46,6 +47,33 @@ def issue(directory: Path, ca: tuple[Path, Path], name: str, usage: str, sans: l
         "-days", "2", "-extfile", str(ext), "-out", str(cert), cwd=directory,
     )  # fmt: skip
     return cert, key
+
+
+def revoke(directory: Path, ca: tuple[Path, Path], certificates: list[Path], expired: bool = False) -> Path:
+    """The CA's CRL (PEM) revoking `certificates`, made as README "Many hosts" tells the user:
+    `openssl ca -revoke` for each into the CA's database (`directory`, created on first use),
+    then `openssl ca -gencrl`: valid for a day, or `expired` (its nextUpdate an hour ago)."""
+    database = directory / "index.txt"
+    config = directory / "ca.cnf"
+    if not config.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        database.touch()
+        (directory / "crlnumber").write_text("01\n")
+        config.write_text(
+            "[ca]\ndefault_ca = the_ca\n[the_ca]\n"
+            f"database = {database}\ncrlnumber = {directory / 'crlnumber'}\n"
+            f"certificate = {ca[0]}\nprivate_key = {ca[1]}\ndefault_md = sha256\ndefault_crl_days = 1\n"
+        )
+    for certificate in certificates:
+        openssl("ca", "-config", str(config), "-revoke", str(certificate), cwd=directory)
+    crl = directory / "ca.crl"
+    window = []
+    if expired:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        last, until = (f"{now - datetime.timedelta(hours=hours):%Y%m%d%H%M%SZ}" for hours in (2, 1))
+        window = ["-crl_lastupdate", last, "-crl_nextupdate", until]
+    openssl("ca", "-config", str(config), "-gencrl", *window, "-out", str(crl), cwd=directory)
+    return crl
 
 
 def make_pki(directory: Path, server_names: list[str], agents: list[str]) -> dict:

@@ -134,3 +134,15 @@ def test_the_servers_receiver_publishes_its_tls_port_alone_on_the_declared_addre
     assert "listen 0.0.0.0:8443 ssl;" in project["receiver/nginx.conf"]
     host = render('s.configs.nginx { target = "host"; }', overrides)
     assert "listen 192.0.2.10:8443 ssl;" in host
+
+
+def test_the_receivers_crl_is_a_compose_secret_nginx_reads_only_when_declared():
+    crl = "/etc/warpwatch/tls/ca.crl"
+    project = render("s.compose.project", server_overrides(["app1"], receiver={"crlFile": crl}))
+    compose = yaml.safe_load(project["docker-compose.yml"])
+    assert compose["services"]["receiver"]["secrets"] == ["server.crt", "server.key", "client-ca.crt", "client-ca.crl"]
+    assert compose["secrets"]["client-ca.crl"] == {"file": crl}
+    assert "\n    ssl_crl /run/secrets/client-ca.crl;\n" in project["receiver/nginx.conf"]
+    without = render("s.compose.project", server_overrides(["app1"]))
+    assert "client-ca.crl" not in yaml.safe_load(without["docker-compose.yml"])["secrets"]
+    assert "ssl_crl" not in without["receiver/nginx.conf"]

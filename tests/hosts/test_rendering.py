@@ -2,7 +2,9 @@
 server's receiver (nginx, run for real with certificates made by openssl), the silent-host
 alert (promtool's rule tests) and the rules that reject a bad declaration."""
 
+import contextlib
 import json
+import signal
 import ssl
 import subprocess
 import threading
@@ -15,7 +17,7 @@ import yaml
 
 from tests import spec
 from tests.conftest import DASHBOARDS, free_port, nix_eval_error, nix_value, require_tool, stop_process, wait_for
-from tests.hosts.helpers import agent_overrides, make_pki, render, render_yaml_text, server_overrides
+from tests.hosts.helpers import agent_overrides, make_pki, render, render_yaml_text, revoke, server_overrides
 from tests.stack.helpers import stack_expr
 
 SERVER = "monitor.example.org:8443"
@@ -154,6 +156,7 @@ def test_server_prometheus_receives_remote_write_only_with_the_receiver():
             "receiver.keyFile is in the Nix store",
         ),
         (server_overrides(["app1"], receiver={"port": 9090}), "receiver.port 9090 is a service's port too"),
+        (server_overrides(["app1"], receiver={"crlFile": "ca.crl"}), 'receiver.crlFile must be an absolute path string (got "ca.crl")'),
     ],
 )
 def test_bad_many_hosts_declarations_fail_naming_the_field(overrides, message):
@@ -169,6 +172,16 @@ def test_a_key_given_as_a_nix_path_is_refused_before_it_reaches_the_store():
     )
     err = nix_eval_error(expr)
     assert "agent.keyFile is the Nix path /etc/warpwatch/client.key" in err, err
+
+
+def test_a_crl_given_as_a_nix_path_is_refused_naming_the_field():
+    server = server_overrides(["app1"])
+    expr = stack_expr(
+        "s.stack.role",
+        f"({nix_value(server)}) // {{ receiver = ({nix_value(server['receiver'])}) // {{ crlFile = /etc/warpwatch/tls/ca.crl; }}; }}",
+    )
+    err = nix_eval_error(expr)
+    assert 'receiver.crlFile is the Nix path /etc/warpwatch/tls/ca.crl: give the file\'s location as a string instead, e.g. receiver.crlFile = "/etc/warpwatch/tls/ca.crl"' in err, err
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -198,29 +211,37 @@ def _https(url: str, context: ssl.SSLContext, method: str = "POST") -> int:
         return error.code
 
 
-def test_receiver_admits_only_the_two_write_paths_from_clients_of_the_users_ca(tmp_path):
-    """The rendered nginx.conf, run by the real nginx: a client of the user's CA reaches
-    Prometheus' write path and Loki's push path; no certificate, another CA's certificate, any
-    other path and any other method are refused."""
+def _client(pki: dict, client=None) -> ssl.SSLContext:
+    """A TLS client that trusts the user's CA, presenting `client` (certificate, key) if given."""
+    context = ssl.create_default_context(cafile=str(pki["ca"][0]))
+    if client is not None:
+        context.load_cert_chain(str(client[0]), str(client[1]))
+    return context
+
+
+@contextlib.contextmanager
+def _receiver(tmp_path, pki: dict, **files):
+    """The rendered nginx.conf of a receiver with the user's server certificate and CA (and
+    `files`, more receiver fields), checked with `nginx -t` and run by the real nginx in front of
+    two recording upstreams (Prometheus, Loki). Yields the base URL, the upstreams' ports by
+    name and the nginx process, once its loopback health port answers."""
     nginx = require_tool("nginx")
-    pki = make_pki(tmp_path / "pki", ["127.0.0.1", "localhost"], ["app1"])
-    upstreams = {}
-    servers = []
+    upstreams, servers = {}, []
     for name in ("prometheus", "loki"):
         server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         upstreams[name] = server.server_port
-    port = free_port()
+    port, health = free_port(), free_port()
     state = tmp_path / "state"
-    state.mkdir()
+    state.mkdir(exist_ok=True)
     overrides = server_overrides(
         ["app1"],
         receiver={"bindAddress": "127.0.0.1", "port": port},
-        services={name: {"port": p} for name, p in upstreams.items()},
+        services={**{name: {"port": p} for name, p in upstreams.items()}, "receiver": {"port": health}},
     )
     overrides["receiver"].update(
-        certFile=str(pki["server"][0]), keyFile=str(pki["server"][1]), clientCaFile=str(pki["ca"][0])
+        certFile=str(pki["server"][0]), keyFile=str(pki["server"][1]), clientCaFile=str(pki["ca"][0]), **files
     )
     conf = tmp_path / "nginx.conf"
     conf.write_text(render(f's.configs.nginx {{ target = "host"; stateDir = "{state}"; }}', overrides))
@@ -228,17 +249,23 @@ def test_receiver_admits_only_the_two_write_paths_from_clients_of_the_users_ca(t
     assert check.returncode == 0, check.stderr
     proc = subprocess.Popen([nginx, "-e", "stderr", "-p", str(tmp_path), "-c", str(conf)], stderr=subprocess.PIPE)
     try:
-
-        def context(client=None):
-            ctx = ssl.create_default_context(cafile=str(pki["ca"][0]))
-            if client is not None:
-                ctx.load_cert_chain(str(client[0]), str(client[1]))
-            return ctx
-
-        base = f"https://127.0.0.1:{port}"
-        wait_for("nginx", lambda: _https(f"{base}/", context(pki["clients"]["app1"]), "GET") == 404, processes=[proc])
+        healthz = f"http://127.0.0.1:{health}/healthz"
+        wait_for("nginx", lambda: urllib.request.urlopen(healthz, timeout=5).status == 200, processes=[proc])
         _Recorder.seen.clear()
-        agent = context(pki["clients"]["app1"])
+        yield f"https://127.0.0.1:{port}", upstreams, proc
+    finally:
+        stop_process(proc)
+        for server in servers:
+            server.shutdown()
+
+
+def test_receiver_admits_only_the_two_write_paths_from_clients_of_the_users_ca(tmp_path):
+    """The rendered nginx.conf, run by the real nginx: a client of the user's CA reaches
+    Prometheus' write path and Loki's push path; no certificate, another CA's certificate, any
+    other path and any other method are refused."""
+    pki = make_pki(tmp_path / "pki", ["127.0.0.1", "localhost"], ["app1"])
+    with _receiver(tmp_path, pki) as (base, upstreams, _):
+        agent = _client(pki, pki["clients"]["app1"])
         assert _https(f"{base}/api/v1/write", agent) == 204
         assert _https(f"{base}/loki/api/v1/push", agent) == 204
         assert [(p, m, path) for p, m, path, _ in _Recorder.seen] == [
@@ -247,16 +274,49 @@ def test_receiver_admits_only_the_two_write_paths_from_clients_of_the_users_ca(t
         ]
         # Everything else: refused, and nothing reaches an upstream.
         _Recorder.seen.clear()
-        assert _https(f"{base}/api/v1/write", context()) == 400  # no certificate
-        assert _https(f"{base}/loki/api/v1/push", context(pki["stranger"])) == 400  # another CA
+        assert _https(f"{base}/api/v1/write", _client(pki)) == 400  # no certificate
+        assert _https(f"{base}/loki/api/v1/push", _client(pki, pki["stranger"])) == 400  # another CA
         for path in ("/api/v1/query?query=up", "/loki/api/v1/query", "/", "/api/v1/write/../query", "/metrics"):
             assert _https(f"{base}{path}", agent, "GET") in (403, 404), path
         assert _https(f"{base}/api/v1/write", agent, "GET") == 403
         assert _Recorder.seen == []
-    finally:
-        stop_process(proc)
-        for server in servers:
-            server.shutdown()
+
+
+def _writes(base: str, pki: dict) -> dict:
+    """The status of a remote write from each of the PKI's agents."""
+    return {name: _https(f"{base}/api/v1/write", _client(pki, cert)) for name, cert in pki["clients"].items()}
+
+
+def test_a_client_revoked_in_the_crl_is_refused_while_another_of_the_same_ca_passes(tmp_path):
+    """receiver.crlFile, the CA's CRL made with `openssl ca -revoke` and `-gencrl` (README "Many
+    hosts"): the revoked agent's write is refused like any other refused client's (400) and
+    reaches no upstream; the CA's other agent writes on. The CA's own CRL is all nginx needs for
+    a CA that signs the agents' certificates directly. Without crlFile, both pass."""
+    pki = make_pki(tmp_path / "pki", ["127.0.0.1"], ["app1", "app2"])
+    crl = revoke(tmp_path / "ca-db", pki["ca"], [pki["clients"]["app2"][0]])
+    with _receiver(tmp_path, pki) as (base, _, _):
+        assert _writes(base, pki) == {"app1": 204, "app2": 204}
+    with _receiver(tmp_path, pki, crlFile=str(crl)) as (base, upstreams, _):
+        assert _writes(base, pki) == {"app1": 204, "app2": 400}
+        assert [(p, path) for p, _, path, _ in _Recorder.seen] == [(upstreams["prometheus"], "/api/v1/write")]
+
+
+def test_a_renewed_crl_is_read_on_reload_and_an_expired_one_refuses_every_client(tmp_path):
+    """nginx reads the CRL when it starts and again on SIGHUP (a reload), not in between; a CRL
+    past its nextUpdate refuses every client, revoked or not, so it must be re-issued before
+    then."""
+    pki = make_pki(tmp_path / "pki", ["127.0.0.1"], ["app1", "app2"])
+    crl = revoke(tmp_path / "ca-db", pki["ca"], [])
+    with _receiver(tmp_path, pki, crlFile=str(crl)) as (base, _, proc):
+        assert _writes(base, pki) == {"app1": 204, "app2": 204}
+        assert revoke(tmp_path / "ca-db", pki["ca"], [pki["clients"]["app2"][0]]) == crl  # renewed in place
+        assert _writes(base, pki) == {"app1": 204, "app2": 204}  # not before a reload
+        proc.send_signal(signal.SIGHUP)
+        wait_for("the renewed CRL", lambda: _writes(base, pki) == {"app1": 204, "app2": 400}, processes=[proc])
+    expired = revoke(tmp_path / "expired-db", pki["ca"], [], expired=True)
+    with _receiver(tmp_path, pki, crlFile=str(expired)) as (base, _, _):
+        assert _writes(base, pki) == {"app1": 400, "app2": 400}
+        assert _Recorder.seen == []
 
 
 def test_dashboards_select_hosts_and_every_service_and_host_query_follows_the_selector():

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tests.conftest import nix_eval, nix_eval_error, require_tool, write_files
-from tests.hosts.helpers import make_pki
+from tests.hosts.helpers import make_pki, revoke
 from tests.nixos.helpers import (
     AGENT,
     FAKE,
@@ -179,6 +179,17 @@ def test_the_receiver_runs_nginx_in_a_unit_of_its_own_with_credentials(server):
     assert "nginx" not in server["services"] and "nginx" not in server["systemd"]["services"]
 
 
+def test_the_receivers_crl_is_a_credential_nginx_reads_only_when_declared(server):
+    crl = "/etc/warpwatch/tls/ca.crl"
+    revoking = merged(mapping({**RECEIVING, "receiver": {**RECEIVING["receiver"], "crlFile": crl}}))
+    assert revoking["systemd"]["services"]["warpwatch-receiver"]["serviceConfig"]["LoadCredential"][3:] == [
+        f"client-ca.crl:{crl}"
+    ]
+    text = revoking["environment"]["etc"]["warpwatch-receiver/nginx.conf"]["text"]
+    assert "\n    ssl_crl /run/credentials/warpwatch-receiver.service/client-ca.crl;\n" in text, text
+    assert "ssl_crl" not in server["environment"]["etc"]["warpwatch-receiver/nginx.conf"]["text"]
+
+
 def test_prometheus_accepts_remote_write_only_when_receiving(server):
     assert server["services"]["prometheus"]["extraFlags"] == ["--web.enable-remote-write-receiver"]
     assert "extraFlags" not in merged(mapping())["services"]["prometheus"]
@@ -198,21 +209,25 @@ def test_a_port_below_1024_gets_the_one_capability_it_needs():
     assert config["PrivateUsers"] is False
 
 
-def test_nginx_accepts_the_receiver_configuration(server, tmp_path):
+@pytest.mark.parametrize("crl", [False, True], ids=["without-crl", "with-crl"])
+def test_nginx_accepts_the_receiver_configuration(crl, tmp_path):
     # The mapped configuration with its credentials directory and state pointed at real files:
-    # the real nginx parses it and loads the certificates (`nginx -t`).
+    # the real nginx parses it and loads the certificates and the CRL (`nginx -t`).
     pki = make_pki(tmp_path / "pki", ["monitor"], ["app1"])
+    sources = {"server.crt": pki["server"][0], "server.key": pki["server"][1], "client-ca.crt": pki["ca"][0]}
+    receiver = RECEIVING["receiver"]
+    if crl:
+        sources["client-ca.crl"] = revoke(tmp_path / "ca-db", pki["ca"], [pki["clients"]["app1"][0]])
+        receiver = {**receiver, "crlFile": "/etc/warpwatch/tls/ca.crl"}
     credentials = tmp_path / "credentials"
     credentials.mkdir()
-    for name, source in {
-        "server.crt": pki["server"][0],
-        "server.key": pki["server"][1],
-        "client-ca.crt": pki["ca"][0],
-    }.items():
+    for name, source in sources.items():
         (credentials / name).write_bytes(source.read_bytes())
     state = tmp_path / "state"
     state.mkdir()
+    server = merged(mapping({**RECEIVING, "receiver": receiver}))
     text = server["environment"]["etc"]["warpwatch-receiver/nginx.conf"]["text"]
+    assert ("ssl_crl" in text) is crl
     text = text.replace("/run/credentials/warpwatch-receiver.service", str(credentials))
     text = text.replace("/var/lib/warpwatch-receiver", str(state))
     assert str(credentials) in text and str(state) in text
@@ -252,6 +267,11 @@ def test_a_bad_agent_fails_naming_the_option(change, option, says):
     assert f"{PREFIX}{option} {says}" in error, error
 
 
+def test_a_relative_crl_file_fails_naming_the_option():
+    error = nix_eval_error(module_expr({**RECEIVING, "receiver": {**RECEIVING["receiver"], "crlFile": "ca.crl"}}))
+    assert f'{PREFIX}receiver.crlFile must be an absolute path string (got "ca.crl")' in error, error
+
+
 def test_duplicate_expected_hosts_fail_naming_the_option():
     error = nix_eval_error(module_expr({**RECEIVING, "hosts": {"expected": ["app1", "app2", "app1"]}}))
     assert f'{PREFIX}hosts.expected names "app1" more than once' in error, error
@@ -277,7 +297,7 @@ def test_the_tls_options_are_strings_so_a_path_is_refused_not_copied():
         "in { role = o.role.type; expected = o.hosts.expected.type; name = o.hosts.name.default; "
         "port = o.receiver.port.type; open = o.receiver.openFirewall.default; "
         "files = map (f: f.type) [ o.agent.certFile o.agent.keyFile o.agent.caFile o.receiver.certFile "
-        "o.receiver.keyFile o.receiver.clientCaFile o.agent.serverAddress ]; }"
+        "o.receiver.keyFile o.receiver.clientCaFile o.receiver.crlFile o.agent.serverAddress ]; }"
     )
     assert nix_eval(expr) == {
         "role": {"enum": ["server", "agent"]},
@@ -285,7 +305,7 @@ def test_the_tls_options_are_strings_so_a_path_is_refused_not_copied():
         "name": "app1",
         "port": "port",
         "open": False,
-        "files": [{"nullOr": "str"}] * 7,
+        "files": [{"nullOr": "str"}] * 8,
     }
 
 

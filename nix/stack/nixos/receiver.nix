@@ -1,7 +1,7 @@
 # A server's receiver: nginx (./render/nginx.nix) in a unit of the stack's own, so it coexists
 # with whatever the host runs as services.nginx. It terminates the agents' mutual TLS on
 # receiver.bindAddress:receiver.port and passes the two write paths to Prometheus (which then
-# accepts remote write) and Loki on loopback. Certificate, key and client CA reach it as systemd
+# accepts remote write) and Loki on loopback. Certificate, key, client CA and CRL reach it as systemd
 # credentials: the key may stay root:root 0400 where the host keeps it, outside the Nix store.
 {
   stack,
@@ -52,11 +52,8 @@ in
       PrivateUsers = !privilegedPort;
       StateDirectory = stateDirectoryOf "receiver";
       StateDirectoryMode = "0700";
-      LoadCredential = [
-        "server.crt:${receiver.certFile}"
-        "server.key:${receiver.keyFile}"
-        "client-ca.crt:${receiver.clientCaFile}"
-      ];
+      # Copied at start: a renewed CRL takes a restart (there is no reload).
+      LoadCredential = map (file: "${file.name}:${file.file}") (import ../render/receiver-tls.nix stack);
       CapabilityBoundingSet = if privilegedPort then [ "CAP_NET_BIND_SERVICE" ] else "";
       AmbientCapabilities = if privilegedPort then [ "CAP_NET_BIND_SERVICE" ] else "";
       Restart = "always";

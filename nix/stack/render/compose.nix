@@ -47,23 +47,11 @@ let
   # them: the compose file names the files, never their contents.
   alertmanagerSecrets = configs.alertmanager.secrets;
 
-  # The receiver's certificate, key and client CA under the names ./nginx.nix reads in `tlsDir`.
+  # The receiver's certificate, key, client CA (and CRL) under the names ./nginx.nix reads in
+  # `tlsDir`.
   receiverSecrets =
     if builtins.elem "receiver" stack.activeServiceNames then
-      [
-        {
-          name = "server.crt";
-          file = stack.receiver.certFile;
-        }
-        {
-          name = "server.key";
-          file = stack.receiver.keyFile;
-        }
-        {
-          name = "client-ca.crt";
-          file = stack.receiver.clientCaFile;
-        }
-      ]
+      map (file: { inherit (file) name file; }) (import ./receiver-tls.nix stack)
     else
       [ ];
 

@@ -2,11 +2,15 @@
 # exactly two paths, Prometheus remote write and Loki push, from clients whose certificate the
 # user's CA signed. Every other path is 404; a client without such a certificate is refused in
 # the handshake's aftermath (400) before any location is tried. Tested with Debian's nginx 1.22.
+# With `receiver.crlFile`, nginx checks a CRL for every certificate of the client's chain, the
+# CA's own included (the CA's CRL covers it): one CRL per CA of the chain, none of them past its
+# nextUpdate, or every client is refused.
 stack:
 {
   target,
-  # Where nginx reads server.crt, server.key and client-ca.crt: the declared files by default,
-  # or one directory (the compose mount, the NixOS unit's credentials directory).
+  # Where nginx reads server.crt, server.key, client-ca.crt (and client-ca.crl, see
+  # ./receiver-tls.nix): the declared files by default, or one directory (the compose mount, the
+  # NixOS unit's credentials directory).
   tlsDir ? null,
   # Writable directory for nginx's temporary files and pid (the unit's or container's state).
   stateDir ? "/var/lib/warpwatch-receiver",
@@ -20,7 +24,13 @@ let
   # On a host, the declared address itself; in compose, every interface of the container, and
   # the published port binds `receiver.bindAddress` on the host (the container has no such address).
   tlsListen = if target == "host" then receiver.bindAddress else listenAddress "configs.nginx" target;
-  file = name: declared: if tlsDir == null then declared else "${tlsDir}/${name}";
+  tls = builtins.listToAttrs (
+    map (file: {
+      name = file.field;
+      value = if tlsDir == null then file.file else "${tlsDir}/${file.name}";
+    }) (import ./receiver-tls.nix stack)
+  );
+  crlDirective = if tls ? crlFile then "\n    ssl_crl ${tls.crlFile};" else "";
   # Remote-write bodies are snappy batches of at most a few MiB; Loki pushes likewise.
   location = path: service: ''
     location = ${path} {
@@ -59,9 +69,9 @@ in
     server {
       listen ${tlsListen}:${toString receiver.port} ssl;
       ssl_protocols TLSv1.2 TLSv1.3;
-      ssl_certificate ${file "server.crt" receiver.certFile};
-      ssl_certificate_key ${file "server.key" receiver.keyFile};
-      ssl_client_certificate ${file "client-ca.crt" receiver.clientCaFile};
+      ssl_certificate ${tls.certFile};
+      ssl_certificate_key ${tls.keyFile};
+      ssl_client_certificate ${tls.clientCaFile};${crlDirective}
       ssl_verify_client on;
       ssl_verify_depth 2;
 
