@@ -10,8 +10,8 @@ from the collector image's tag, here Debian's version (2.x: --enable-feature=age
 3.x images get --agent). Certificates are made here with openssl (tests/hosts/helpers.py).
 
 Shown: the agent's warpwatch and node series reach the server's Prometheus with `host`; the
-receiver refuses a client without a certificate, one with another CA's, and any other path; the
-server publishes nothing beyond loopback but the receiver's port; inside every agent container
+receiver refuses a client without a certificate, one with another CA's, one the server's CRL
+(`receiver.crlFile`, a compose secret) revokes, and any other path; the server publishes nothing beyond loopback but the receiver's port; inside every agent container
 (`ss` in its network namespace) nothing listens beyond loopback, and the agent reaches nothing of
 the server but the receiver; a key the collector's uid may not read stops `up` before anything
 starts, on both sides. The 2-minute outage and HostSilent are shown in tests/hosts/test_two_hosts.py.
@@ -29,10 +29,12 @@ import pytest
 
 from tests.conftest import nix_eval, require_tool, wait_for
 from tests.dockerd import private_dockerd
-from tests.hosts.helpers import Namespace, make_pki
+from tests.hosts.helpers import Namespace, make_pki, revoke
 from tests.live.helpers import debian_prometheus_version, prepared_stack, running_stack, time_to_healthy
 
 HOST = "app1"
+# A second agent of the same CA whose certificate the server's CRL revokes.
+REVOKED = "app2"
 # Fast enough for a short file; both sides, so the agent's samples arrive within seconds.
 SCRAPE_SECONDS = 5
 TIMING = f"prometheus.scrapeIntervalSeconds = {SCRAPE_SECONDS};"
@@ -66,10 +68,11 @@ def assert_refused_before_start(engine, refused, proc):
 def hosts(dockerd, warpwatch_bin, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hosts-compose")
     with contextlib.ExitStack() as stack, Namespace() as ns:
-        pki = make_pki(tmp / "pki", [ns.server_ip], [HOST])
+        pki = make_pki(tmp / "pki", [ns.server_ip], [HOST, REVOKED])
+        crl = revoke(tmp / "ca-db", pki["ca"], [pki["clients"][REVOKED][0]])
         server_tls = tls_dir(
             tmp / "server-tls",
-            {"server.crt": pki["server"][0], "server.key": pki["server"][1], "client-ca.crt": pki["ca"][0]},
+            {"server.crt": pki["server"][0], "server.key": pki["server"][1], "client-ca.crt": pki["ca"][0], "ca.crl": crl},
         )
         agent_tls = tls_dir(
             tmp / "agent-tls",
@@ -79,7 +82,7 @@ def hosts(dockerd, warpwatch_bin, tmp_path_factory):
         server_overrides = (
             f'{TIMING} hosts.expected = [ "{HOST}" ]; receiver = {{ enable = true; bindAddress = "{ns.server_ip}"; '
             f'certFile = "{server_tls}/server.crt"; keyFile = "{server_tls}/server.key"; '
-            f'clientCaFile = "{server_tls}/client-ca.crt"; }};'
+            f'clientCaFile = "{server_tls}/client-ca.crt"; crlFile = "{server_tls}/ca.crl"; }};'
         )
         uids = nix_eval("builtins.mapAttrs (_: s: s.uid) (import ./nix/stack { }).stack.services")
         refusals = {}
@@ -185,7 +188,7 @@ def test_the_server_is_reached_only_at_its_receiver(hosts):
         assert not connects(ns, ns.server_ip, server.port(name)), name
 
 
-def test_the_receiver_refuses_no_certificate_another_ca_and_other_paths(hosts):
+def test_the_receiver_refuses_no_certificate_another_ca_a_revoked_one_and_other_paths(hosts):
     server, ns, pki = hosts["server"], hosts["ns"], hosts["pki"]
     base = f"https://{ns.server_ip}:{server.specs['stack']['receiver']['port']}"
 
@@ -204,6 +207,9 @@ def test_the_receiver_refuses_no_certificate_another_ca_and_other_paths(hosts):
     status, text = answer("/api/v1/write")
     assert status == 400 and "No required SSL certificate was sent" in text, (status, text)
     status, text = answer("/api/v1/write", pki["stranger"])
+    assert status == 400 and "The SSL certificate error" in text, (status, text)
+    # receiver.crlFile, a compose secret in the container: the CA's revoked agent is refused too.
+    status, text = answer("/api/v1/write", pki["clients"][REVOKED])
     assert status == 400 and "The SSL certificate error" in text, (status, text)
     for path, method in (("/api/v1/query?query=up", "GET"), ("/graph", "GET"), ("/api/v1/admin/tsdb/snapshot", "POST")):
         status, text = answer(path, pki["clients"][HOST], method)
