@@ -11,10 +11,11 @@ from the collector image's tag, here Debian's version (2.x: --enable-feature=age
 
 Shown: the agent's warpwatch and node series reach the server's Prometheus with `host`; the
 receiver refuses a client without a certificate, one with another CA's, one the server's CRL
-(`receiver.crlFile`, a compose secret) revokes, and any other path; the server publishes nothing beyond loopback but the receiver's port; inside every agent container
-(`ss` in its network namespace) nothing listens beyond loopback, and the agent reaches nothing of
-the server but the receiver; a key the collector's uid may not read stops `up` before anything
-starts, on both sides. The 2-minute outage and HostSilent are shown in tests/hosts/test_two_hosts.py.
+(`receiver.crlFile`, a compose secret) revokes, and any other path; the server publishes nothing
+beyond loopback but the receiver's port; inside every agent container (`ss` in its network
+namespace) nothing listens beyond loopback, and the agent reaches nothing of the server but the
+receiver; a key the collector's uid may not read stops `up` before anything starts, on both
+sides. The 2-minute outage and HostSilent are shown in tests/hosts/test_two_hosts.py.
 """
 
 import contextlib

@@ -4,7 +4,7 @@ private network of the tests' dockerd (like test_units_run.py, one Debian bookwo
 - `monitor`, a receiving server: nixpkgs' Prometheus unit from the mapping's values (with the
   remote-write receiver flag and the stack's rules, HostSilent among them) running Debian's
   prometheus, and the stack's warpwatch-receiver unit running Debian's nginx with its certificate,
-  key and client CA as systemd credentials;
+  key, client CA and the CA's CRL (revoking a second agent, app2) as systemd credentials;
 - `app1`, an agent: the warpwatch unit, nixpkgs' node exporter unit, and the collector (nixpkgs'
   Prometheus unit in agent mode; Debian's 2.42 takes `--enable-feature=agent` where nixos-26.05's
   Prometheus 3 takes `--agent`) remote-writing over mutual TLS with its credentials.
@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.conftest import nix_eval, nix_value, require_tool
-from tests.hosts.helpers import make_pki
+from tests.hosts.helpers import make_pki, revoke
 from tests.nixos.helpers import AGENT, FAKE, RECEIVING, SYSTEM_FAKE, mapping, mapping_raw
 from tests.nixos.nixpkgs_units import merge_unit, nixpkgs_prometheus, node_exporter_unit
 from tests.systemd.helpers import Machine
@@ -41,7 +41,7 @@ SERVER = {
     **RECEIVING,
     **FAST,
     "hosts": {**RECEIVING["hosts"], "name": "monitor", "silentForSeconds": SILENT_FOR},
-    "receiver": {**RECEIVING["receiver"], "port": RECEIVER_PORT},
+    "receiver": {**RECEIVING["receiver"], "port": RECEIVER_PORT, "crlFile": "/etc/warpwatch/tls/ca.crl"},
 }
 CLIENT = {**AGENT, **FAST, "agent": {**AGENT["agent"], "serverAddress": f"monitor:{RECEIVER_PORT}"}}
 PACKAGES = {name: SYSTEM_FAKE[name] for name in ("bash", "systemd", "coreutils", "gnugrep")}
@@ -103,7 +103,10 @@ def boot_with_users(box: Machine, users: tuple[str, ...]):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("pki"), ["monitor"], ["app1"])
+    directory = tmp_path_factory.mktemp("pki")
+    pki = make_pki(directory, ["monitor"], ["app1", "app2"])
+    pki["crl"] = revoke(directory / "ca-db", pki["ca"], [pki["clients"]["app2"][0]])
+    return pki
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +135,7 @@ def monitor(dockerd, warpwatch_bin, tmp_path_factory, network, pki):
     box.put(tls["certFile"], pki["server"][0].read_text(), "0644")
     box.put(tls["keyFile"], pki["server"][1].read_text(), "0400")
     box.put(tls["clientCaFile"], pki["ca"][0].read_text(), "0644")
+    box.put(tls["crlFile"], pki["crl"].read_text(), "0644")
     monitoring = mapping(SERVER)["monitoring"]
     units = prometheus_units(box, SERVER)
     units["systemd"]["services"]["warpwatch-receiver"] = monitoring["systemd"]["services"]["warpwatch-receiver"]
@@ -188,7 +192,7 @@ def query(box: Machine, expr: str) -> list:
 
 def test_the_units_load_the_tls_files_as_credentials(monitor, app1):
     receiver = monitor.sh("cat /etc/systemd/system/warpwatch-receiver.service").stdout
-    for name, option in (("server.crt", "certFile"), ("server.key", "keyFile"), ("client-ca.crt", "clientCaFile")):
+    for name, option in (("server.crt", "certFile"), ("server.key", "keyFile"), ("client-ca.crt", "clientCaFile"), ("client-ca.crl", "crlFile")):
         assert f"LoadCredential={name}:{SERVER['receiver'][option]}" in receiver
     collector = app1.sh("cat /etc/systemd/system/prometheus.service").stdout
     for name, option in (("client.crt", "certFile"), ("client.key", "keyFile"), ("ca.crt", "caFile")):
@@ -241,6 +245,25 @@ def test_the_receiver_refuses_a_client_without_a_certificate(app1, monitor):
         f"-X POST --data-binary x https://monitor:{RECEIVER_PORT}/api/v1/write"
     ).stdout
     assert status == "400", status
+
+
+def test_the_receiver_refuses_an_agent_its_crl_revokes_and_serves_one_it_does_not(app1, monitor, pki):
+    """receiver.crlFile as NixOS runs it: the CRL a credential of warpwatch-receiver, nginx's
+    ssl_crl pointing into the credentials directory. A write of the revoked app2 is refused by nginx
+    (its 400 page); app1's reaches Prometheus, which refuses the meaningless body itself."""
+
+    def write(agent: str) -> str:
+        cert, key = (f"/tmp/{agent}.{ext}" for ext in ("crt", "key"))
+        app1.put(cert, pki["clients"][agent][0].read_text(), "0644")
+        app1.put(key, pki["clients"][agent][1].read_text(), "0400")
+        return app1.sh(
+            f"curl -s --cacert {CLIENT['agent']['caFile']} --cert {cert} --key {key} "
+            f"-X POST --data-binary x https://monitor:{RECEIVER_PORT}/api/v1/write"
+        ).stdout
+
+    assert "The SSL certificate error" in write("app2")
+    answer = write("app1")
+    assert "snappy" in answer, answer  # Prometheus' own refusal of the body
 
 
 def test_a_stopped_collector_raises_host_silent_on_the_server(app1, monitor):
