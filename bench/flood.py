@@ -7,8 +7,9 @@ Starts target/release/warpwatch (build it first: cargo build --release --locked)
 with a kernel-chosen port and its open-file limit set to --nofile (soft and hard, as prlimit
 would), then opens --connections connections to it that each send half a request line and stop,
 and holds them for --hold seconds while probing GET /healthz. It prints the connections the
-service holds, its resident memory before, during and after the flood, the /healthz latencies
-under attack, and the WARN/ERROR lines it logged. Sends traffic to 127.0.0.1 only.
+service holds, evicts and refuses, its resident memory before, during and after the flood, the
+/healthz latencies under attack, and the WARN/ERROR lines it logged. Sends traffic to 127.0.0.1
+only.
 """
 
 import argparse
@@ -111,6 +112,7 @@ def main():
         peak = rss_kib(server.pid, "VmHWM")
         during = rss_kib(server.pid)
         evicted = metric(addr, "warpwatch_connections_evicted_total")
+        refused = metric(addr, "warpwatch_connections_refused_total")
         for s in flood:
             s.close()
         time.sleep(2)
@@ -124,7 +126,8 @@ def main():
     loud = [l for l in logs.splitlines() if l.lstrip().startswith(("WARN", "ERROR"))]
     worst = max(t for _, t in probes)
     print(f"nofile {a.nofile}, cap {cap:.0f}: {a.connections} half-sent connections opened in "
-          f"{opened_s:.1f} s ({failed} failed), {held:.0f} held by the service, {evicted:.0f} evicted")
+          f"{opened_s:.1f} s ({failed} failed), {held:.0f} held by the service, {evicted:.0f} evicted, "
+          f"{refused:.0f} refused")
     print(f"GET /healthz under attack: {len(probes)} probes, statuses {sorted({s for s, _ in probes})}, "
           f"slowest {worst * 1000:.1f} ms")
     print(f"RSS: idle {idle / 1024:.1f} MiB, during {during / 1024:.1f} MiB (peak {peak / 1024:.1f} MiB), "

@@ -60,9 +60,11 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub const FD_RESERVE: u64 = 128;
 
 /// How many connections over the cap may be open while evicted ones finish closing (part of
-/// [`FD_RESERVE`]), and how often the accept loop yields for them before refusing a newcomer.
+/// [`FD_RESERVE`]); past it a newcomer waits for them, see [`EVICTION_WAIT`].
 const EVICTION_SLACK: usize = 64;
-const EVICTION_YIELDS: usize = 16;
+/// How long the accept loop waits for evicted connections to close when the slack is used up,
+/// before it refuses one. Their tasks were woken, so only a starved scheduler takes this long.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// The smallest useful cap; below it the service refuses to start.
 pub const MIN_CONNECTIONS: usize = 16;
@@ -233,6 +235,8 @@ struct Shared {
     peak: AtomicUsize,
     /// Notified when `open` falls to 0.
     idle: Notify,
+    /// Notified when `open` falls back below the cap plus [`EVICTION_SLACK`].
+    room: Notify,
     /// Connections accepted so far.
     accepted: AtomicU64,
     order: Mutex<Order>,
@@ -324,6 +328,31 @@ impl Shared {
         }
     }
 
+    /// Above this many open, a new connection waits for evicted ones to close.
+    fn admission_ceiling(&self) -> usize {
+        self.limits.max_connections + EVICTION_SLACK
+    }
+
+    /// Waits until fewer than [`Shared::admission_ceiling`] are open, or `limit` has passed.
+    async fn wait_room(&self, limit: Duration) {
+        if self.open.load(Ordering::Acquire) < self.admission_ceiling() {
+            return; // The common case, without touching the timer or the waiter list.
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.room.notified();
+            let mut notified = pin!(notified);
+            // Registered before the check, so a close in between still wakes us.
+            notified.as_mut().enable();
+            if self.open.load(Ordering::Acquire) < self.admission_ceiling() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
     async fn wait_idle(&self) {
         loop {
             let notified = self.idle.notified();
@@ -370,6 +399,9 @@ impl Drop for OpenGuard {
         let left = self.0.open.fetch_sub(1, Ordering::AcqRel) - 1;
         if left == 0 {
             self.0.idle.notify_waiters();
+        }
+        if left + 1 == self.0.admission_ceiling() {
+            self.0.room.notify_waiters();
         }
         if left <= TRIM_BELOW && self.0.peak.load(Ordering::Relaxed) > TRIM_AFTER {
             self.0.peak.store(left, Ordering::Relaxed);
@@ -519,6 +551,7 @@ pub async fn serve<S>(
         open: AtomicUsize::new(0),
         peak: AtomicUsize::new(0),
         idle: Notify::new(),
+        room: Notify::new(),
         accepted: AtomicU64::new(0),
         order: Mutex::new(Order::default()),
     });
@@ -549,14 +582,13 @@ pub async fn serve<S>(
         match accepted {
             Ok((stream, _)) => {
                 // Evicted connections close on their next poll, and until then hold their
-                // descriptor: when many are on their way out, let them go first.
-                for _ in 0..EVICTION_YIELDS {
-                    if shared.open.load(Ordering::Acquire)
-                        < shared.limits.max_connections + EVICTION_SLACK
-                    {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
+                // descriptor: when many are on their way out, let them go first. Waiting rather
+                // than refusing keeps the promise that a probe or a scrape gets in, however
+                // loaded the machine; the kernel's backlog holds new arrivals meanwhile.
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    () = shared.wait_room(EVICTION_WAIT) => {}
                 }
                 admit(&shared, &builder, stream, service.clone());
             }
@@ -586,9 +618,10 @@ where
 {
     let open = shared.open.load(Ordering::Acquire);
     if open >= shared.limits.max_connections {
-        if open >= shared.limits.max_connections + EVICTION_SLACK {
-            // Only if evicted connections did not close in time (see `serve`).
+        if open >= shared.admission_ceiling() {
+            // Only if evicted connections did not close within `EVICTION_WAIT` (see `serve`).
             debug!(target: "warpwatch::connections", "refusing a connection: {open} still open");
+            metrics::CONNECTIONS_REFUSED_TOTAL.inc();
             return;
         }
         shared.evict();

@@ -102,6 +102,10 @@ lazy_static! {
         "warpwatch_connections_evicted_total",
         "Connections closed to make room for a new one while at the cap (those that never sent a complete request first).",
     ));
+    pub static ref CONNECTIONS_REFUSED_TOTAL: IntCounter = register(IntCounter::new(
+        "warpwatch_connections_refused_total",
+        "Connections closed unanswered at the cap because evicted ones were still closing a second later (a starved machine).",
+    ));
     static ref CONNECTION_ERRORS_TOTAL: IntCounterVec = register(IntCounterVec::new(
         Opts::new(
             "warpwatch_connection_errors_total",
@@ -157,6 +161,7 @@ pub fn init() {
         lazy_static::initialize(&CONNECTIONS_OPEN);
         lazy_static::initialize(&CONNECTIONS_MAX);
         lazy_static::initialize(&CONNECTIONS_EVICTED_TOTAL);
+        lazy_static::initialize(&CONNECTIONS_REFUSED_TOTAL);
         for kind in ConnectionError::ALL {
             connection_error(kind).inc_by(0);
         }

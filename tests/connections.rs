@@ -98,11 +98,15 @@ fn half_sent_requests_cannot_take_the_port_offline() {
     );
     let m = scrape(svc.addr);
     assert_eq!(value(&m, "warpwatch_connections_max", &[]), cap as f64);
+    // New connections waited for evicted ones to close rather than being turned away.
+    assert_eq!(value(&m, "warpwatch_connections_refused_total", &[]), 0.0);
     // How many were evicted rather than timed out depends on how fast the flood was built.
     assert!(value(&m, "warpwatch_connections_evicted_total", &[]) >= 1.0);
 
-    // Evicted or not, every one is closed by the end of the header-read timeout.
-    let limit = header_timeout + Duration::from_secs(3);
+    // Evicted or not, every one is closed by the end of the header-read timeout, counted from
+    // its acceptance: while evicted connections finish closing, new ones wait in the backlog, so
+    // on a loaded machine the last are accepted a few seconds after the flood began.
+    let limit = 2 * header_timeout + Duration::from_secs(3);
     for s in &mut attack {
         let left = limit.saturating_sub(started.elapsed());
         assert!(
