@@ -104,7 +104,7 @@ lazy_static! {
     ));
     pub static ref CONNECTIONS_REFUSED_TOTAL: IntCounter = register(IntCounter::new(
         "warpwatch_connections_refused_total",
-        "Connections closed unanswered at the cap because evicted ones were still closing a second later (a starved machine).",
+        "Connections closed unanswered at the cap because evicted ones had not closed in time (a starved machine).",
     ));
     static ref CONNECTION_ERRORS_TOTAL: IntCounterVec = register(IntCounterVec::new(
         Opts::new(
